@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+if [ -z "${VELOCITY_DATA:-}" ] && [ -d ../shared/data ]; then
+    export VELOCITY_DATA="$(cd ../shared/data && pwd)"
+fi
+echo "== ruff"; ruff check src tests benchmarks
+echo "== ruff format --check"; ruff format --check src tests benchmarks
+echo "== mypy"; mypy
+echo "== pytest"; python -m pytest "$@"

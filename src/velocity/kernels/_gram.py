@@ -1,0 +1,155 @@
+"""The distance engine: one Gram matrix instead of n² passes over the data (private).
+
+Every distance-based rule needs inner products between the n rows (and sometimes a few extra
+vectors such as the coordinate-wise median). They come from one product ``X Xᵀ``:
+
+* computed block by block over the columns, so temporaries stay in cache;
+* on rows centred at their mean in each block — a translation, which changes no distance, and
+  removes the large common component that makes ``‖x‖² + ‖y‖² − 2x·y`` cancel badly;
+* each block's product (float32 GEMM for float32 data) accumulated in float64.
+
+Pairs whose squared distance is tiny against their squared norms (near-duplicates, as Sybil
+attacks produce) are then recomputed on the rows of their cluster centred inside the cluster, so
+their distances are accurate relative to the cluster's own spread. Rows with non-finite entries
+are kept out of the product and are infinitely far from everything.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["Basis", "finite_rows", "gram", "pairwise_sq_distances_from"]
+
+_BLOCK_BYTES = 4 << 20
+
+
+def finite_rows(x: Tensor) -> Tensor:
+    """Boolean ``(n,)``: True where the row has only finite entries (exact).
+
+    A cheap row sum flags candidates (a non-finite entry always makes the sum non-finite);
+    flagged rows are then checked entry by entry, so a finite row whose sum overflows is still
+    reported finite.
+    """
+    ok = torch.isfinite(x.sum(dim=1))
+    if not bool(ok.all()):
+        for i in torch.nonzero(~ok).flatten().tolist():
+            ok[i] = bool(torch.isfinite(x[i]).all())
+    return ok
+
+
+def gram(x: Tensor, extras: Tensor | None = None) -> Tensor:
+    """float64 Gram matrix of ``[x; extras]`` after centring every column at x's row mean.
+
+    ``x`` is ``(n, d)`` with finite entries, ``extras`` an optional ``(e, d)``; the result is
+    ``(n + e, n + e)`` on x's device. Centring is a translation by the column means of ``x``.
+    """
+    n, d = x.shape
+    rows = x if extras is None else torch.cat([x, extras.to(x.dtype)], dim=0)
+    m = rows.shape[0]
+    cols = max(256, _BLOCK_BYTES // max(1, m * x.element_size()))
+    acc = torch.zeros(m, m, dtype=torch.float64, device=x.device)
+    for start in range(0, d, cols):
+        block = rows[:, start : start + cols]
+        block = block - block[:n].mean(dim=0, keepdim=True)
+        acc += (block @ block.T).to(torch.float64)
+    return acc
+
+
+def _sq_from_gram(g: Tensor) -> Tensor:
+    diag = g.diagonal()
+    dist = diag[:, None] + diag[None, :] - 2.0 * g
+    dist = torch.nan_to_num(dist, nan=float("inf")).clamp_min_(0.0)
+    dist.fill_diagonal_(0.0)
+    return dist
+
+
+def _components(adjacent: Tensor) -> list[list[int]]:
+    n = adjacent.shape[0]
+    neighbours = [torch.nonzero(adjacent[i]).flatten().tolist() for i in range(n)]
+    seen = [False] * n
+    comps: list[list[int]] = []
+    for start in range(n):
+        if seen[start] or not neighbours[start]:
+            continue
+        stack, comp = [start], []
+        seen[start] = True
+        while stack:
+            i = stack.pop()
+            comp.append(i)
+            for j in neighbours[i]:
+                if not seen[j]:
+                    seen[j] = True
+                    stack.append(j)
+        comps.append(sorted(comp))
+    return comps
+
+
+def _refine_threshold(dtype: torch.dtype) -> float:
+    return 1e-10 if dtype == torch.float64 else 1e-2
+
+
+def pairwise_sq_distances_from(x: Tensor, finite: Tensor) -> Tensor:
+    """float64 ``(n, n)`` squared Euclidean distances; non-finite rows are at +inf."""
+    n = x.shape[0]
+    all_finite = bool(finite.all())
+    idx = None if all_finite else torch.nonzero(finite).flatten()
+    xf = x if idx is None else x.index_select(0, idx.to(x.device))
+    dist_f = torch.zeros(0, 0, dtype=torch.float64, device=x.device)
+    if xf.shape[0] > 0:
+        g = gram(xf)
+        dist_f = _sq_from_gram(g)
+        diag = g.diagonal().clamp_min(0.0)
+        scale = diag[:, None] + diag[None, :]
+        close = dist_f < _refine_threshold(x.dtype) * scale
+        close.fill_diagonal_(False)
+        if bool(close.any()):
+            for comp in _components(close.cpu()):
+                sel = torch.tensor(comp, device=x.device)
+                local = _sq_from_gram(gram(xf.index_select(0, sel)))
+                dist_f[sel[:, None], sel[None, :]] = local
+    if idx is None:
+        return dist_f
+    dist = torch.full((n, n), float("inf"), dtype=torch.float64, device=x.device)
+    dist.fill_diagonal_(0.0)
+    dist[idx[:, None], idx[None, :]] = dist_f
+    return dist
+
+
+class Basis:
+    """Vectors represented by coefficients over the rows of ``x`` and a few extra vectors.
+
+    Iterative rules (Weiszfeld, centered clipping, CAF) keep their iterate as an affine
+    combination ``z = Σ αⱼ pⱼ`` (Σα = 1) of the points ``p = [finite rows of x; extras]``, and
+    compute every distance they need from the Gram matrix, so each iteration costs O(n²)
+    instead of a pass over the ``(n, d)`` data. Only :meth:`materialize` touches the data.
+    """
+
+    def __init__(self, x: Tensor, finite: Tensor, extras: Tensor | None = None) -> None:
+        self.x = x
+        self.rows = torch.nonzero(finite).flatten()
+        self.all_finite = bool(finite.all())
+        self.xf = x if self.all_finite else x.index_select(0, self.rows.to(x.device))
+        self.extras = extras
+        self.n_rows = int(self.rows.numel())
+        self.k = gram(self.xf, extras)
+        self.size = self.k.shape[0]
+
+    def sq_dist_to(self, alpha: Tensor) -> Tensor:
+        """Squared distances from every point to ``z = Σ αⱼ pⱼ`` (float64, clamped >= 0)."""
+        k_alpha = self.k @ alpha
+        sq = self.k.diagonal() - 2.0 * k_alpha + alpha @ k_alpha
+        return sq.clamp_min(0.0)
+
+    def sq_norm(self, alpha: Tensor) -> Tensor:
+        """``‖Σ αⱼ pⱼ‖²`` for a linear combination with Σα = 0 (a difference of points)."""
+        return (alpha @ (self.k @ alpha)).clamp_min(0.0)
+
+    def materialize(self, alpha: Tensor) -> Tensor:
+        """Form ``Σ αⱼ pⱼ`` as a ``(d,)`` tensor of the data's dtype (one pass over the data)."""
+        dtype = self.xf.dtype
+        coef = alpha.to(device=self.xf.device, dtype=dtype)
+        out = coef[: self.n_rows] @ self.xf
+        if self.extras is not None:
+            out = out + coef[self.n_rows :] @ self.extras.to(dtype)
+        return out

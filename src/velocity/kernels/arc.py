@@ -1,0 +1,50 @@
+"""Adaptive robust clipping (pre-aggregator)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from velocity.kernels._checks import check_f, check_updates, check_weights, require
+from velocity.kernels._clipping import clip_rows
+
+__all__ = ["arc"]
+
+
+def arc(
+    updates: Tensor, weights: Tensor | None = None, *, f: int, inplace: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    r"""Adaptive robust clipping (Allouah et al. 2024, "Boosting Robustness by Clipping
+    Gradients in Distributed Learning").
+
+    The :math:`k = \lfloor 2f(n - f)/n \rfloor` rows of largest norm are clipped to the norm
+    of the largest remaining row (ties: the higher index counts as larger). ``k`` is computed
+    in exact integer arithmetic. Returns ``(clipped, weights)``; ``inplace`` as in
+    :func:`velocity.kernels.clip`. Needs ``f <= n``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> out, _ = arc(torch.tensor([[1.0], [2.0], [3.0], [40.0]]), f=1)
+    >>> out.flatten().tolist()
+    [1.0, 2.0, 3.0, 3.0]
+    """
+    x = check_updates(updates, "arc")
+    n = x.shape[0]
+    check_weights(weights, n, "arc")
+    f = check_f(f, "arc")
+    require(f <= n, f"arc needs f <= n; got n={n}, f={f}")
+    k = (2 * f * (n - f)) // n
+    out = x if inplace else x.clone()
+    if k == 0:
+        return out, weights
+    norms = torch.linalg.vector_norm(x.float() if x.dtype != torch.float64 else x, dim=1)
+    norms = torch.nan_to_num(norms.to(torch.float64), nan=float("inf"))
+    order = torch.sort(norms, stable=True).indices
+    largest = order[n - k :]
+    if k == n:
+        thr = 0.0
+    else:
+        thr = float(norms[order[n - k - 1]])
+    clip_rows(out, largest, torch.full((k,), thr, dtype=torch.float64), norms[largest])
+    return out, weights

@@ -1,0 +1,66 @@
+"""Bucketing (pre-aggregator)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from velocity.errors import ValidationError
+from velocity.kernels._checks import check_int, check_updates, check_weights, to_work_dtype
+
+__all__ = ["bucketing"]
+
+
+def bucketing(
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    bucket_size: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Bucketing (Karimireddy, He & Jaggi 2022, "Byzantine-Robust Learning on Heterogeneous
+    Datasets via Bucketing").
+
+    Shuffle the rows with a permutation drawn from ``generator`` (``torch.randperm`` on the
+    CPU), cut them into consecutive buckets of ``bucket_size`` rows (the last one may be
+    smaller) and return one row per bucket, the bucket's mean: ``⌈n / bucket_size⌉`` rows.
+    Output weights are the sums of the input weights of each bucket. Without a generator the
+    permutation comes from a fresh, unseeded generator — pass one for reproducible runs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> out, w = bucketing(torch.eye(4), torch.ones(4), bucket_size=2, generator=g)
+    >>> out.shape, w.tolist()
+    (torch.Size([2, 4]), [2.0, 2.0])
+    """
+    x = check_updates(updates, "bucketing")
+    n = x.shape[0]
+    w = check_weights(weights, n, "bucketing")
+    size = check_int(bucket_size, "bucket_size", "bucketing", minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValidationError(
+            f"bucketing: generator must be a torch.Generator or None; got {type(generator)}"
+        )
+    gen = generator
+    if gen is None:
+        gen = torch.Generator()
+        gen.seed()  # non-deterministic seed, global random state untouched
+    perm = torch.randperm(n, generator=gen, device=gen.device).cpu()
+    work = to_work_dtype(x)
+    buckets = [perm[i : i + size] for i in range(0, n, size)]
+    out = torch.empty(len(buckets), x.shape[1], dtype=work.dtype, device=x.device)
+    for b, idx in enumerate(buckets):
+        rows = idx.tolist()
+        if len(rows) == 1:
+            out[b].copy_(work[rows[0]])
+            continue
+        torch.add(work[rows[0]], work[rows[1]], out=out[b])
+        for r in rows[2:]:
+            out[b].add_(work[r])
+        out[b].mul_(1.0 / len(rows))
+    out_w = None if w is None else torch.stack([w[idx].sum() for idx in buckets])
+    if out_w is not None and weights is not None:
+        out_w = out_w.to(weights.dtype if weights.is_floating_point() else torch.float64)
+    return out.to(x.dtype), out_w

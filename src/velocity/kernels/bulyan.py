@@ -1,0 +1,73 @@
+"""Bulyan."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from velocity.kernels._checks import (
+    check_choice,
+    check_f,
+    check_updates,
+    check_weights,
+    require,
+    to_work_dtype,
+)
+from velocity.kernels._coordinate import coordinatewise
+from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._select import smallest
+from velocity.kernels.krum import NEIGHBOR_RULES, Neighbors, krum_scores
+from velocity.kernels.meamed import closest_to_median
+
+__all__ = ["bulyan", "bulyan_selection"]
+
+
+def bulyan_selection(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
+    """Indices of the θ = n − 2f rows chosen by Krum applied repeatedly to the rows left.
+
+    Each step scores only the rows not chosen yet, among themselves, and takes the lowest
+    score (ties: lower index).
+    """
+    n = dist.shape[0]
+    left = list(range(n))
+    chosen: list[int] = []
+    for _ in range(n - 2 * f):
+        idx = torch.tensor(left, device=dist.device)
+        sub = dist.index_select(0, idx).index_select(1, idx)
+        pick = int(smallest(krum_scores(sub, f, neighbors), 1)[0])
+        chosen.append(left.pop(pick))
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def bulyan(
+    updates: Tensor, weights: Tensor | None = None, *, f: int, neighbors: Neighbors = "n-f-2"
+) -> Tensor:
+    r"""Bulyan (El Mhamdi et al. 2018, "The Hidden Vulnerability of Distributed Learning in
+    Byzantium").
+
+    1. Select θ = n − 2f rows by applying Krum repeatedly to the rows not selected yet.
+    2. For every coordinate, average the β = θ − 2f selected values closest to the
+       coordinate-wise median of the selection.
+
+    Needs ``n >= 4f + 3``. ``neighbors`` is passed to Krum (see :func:`krum`). ``weights`` are
+    validated and ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [0.4], [0.5], [90.0]])
+    >>> round(bulyan(x, f=1).item(), 4)
+    0.2
+    """
+    x = check_updates(updates, "bulyan")
+    n = x.shape[0]
+    check_weights(weights, n, "bulyan")
+    f = check_f(f, "bulyan")
+    check_choice(neighbors, "neighbors", "bulyan", NEIGHBOR_RULES)
+    require(n >= 4 * f + 3, f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
+    work = to_work_dtype(x)
+    chosen = bulyan_selection(pairwise_sq_distances_from(work, finite_rows(work)), f, neighbors)
+    chosen = chosen.sort().values
+    return coordinatewise(
+        work, lambda block: closest_to_median(block, 2 * f), rows=chosen, out_dtype=x.dtype
+    )

@@ -1,0 +1,116 @@
+"""Krum and Multi-Krum."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from velocity.kernels._checks import (
+    check_choice,
+    check_f,
+    check_int,
+    check_updates,
+    check_weights,
+    require,
+    to_work_dtype,
+)
+from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._select import mean_of_rows, smallest
+
+__all__ = ["krum", "krum_scores", "multi_krum"]
+
+Neighbors = Literal["n-f-2", "n-f-1"]
+NEIGHBOR_RULES = ("n-f-2", "n-f-1")
+
+
+def neighbour_count(rows: int, f: int, neighbors: str) -> int:
+    """How many nearest rows enter a Krum score among ``rows`` rows, clamped to [0, rows − 1]."""
+    k = rows - f - (2 if neighbors == "n-f-2" else 1)
+    return max(0, min(k, rows - 1))
+
+
+def krum_scores(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
+    """Krum score of every row from a squared-distance matrix ``(n, n)``.
+
+    The score of row i is the sum of its squared distances to its k nearest other rows, with
+    k = n − f − 2 (``"n-f-2"``, Blanchard et al. 2017) or n − f − 1 (``"n-f-1"``).
+    """
+    n = dist.shape[0]
+    k = neighbour_count(n, f, neighbors)
+    if k == 0:
+        return torch.zeros(n, dtype=dist.dtype, device=dist.device)
+    others = dist.clone()
+    others.fill_diagonal_(float("inf"))
+    return others.sort(dim=1).values[:, :k].sum(dim=1)
+
+
+def _validate(updates: Tensor, weights: Tensor | None, f: int, neighbors: str, rule: str) -> int:
+    n = updates.shape[0]
+    check_weights(weights, n, rule)
+    check_f(f, rule)
+    check_choice(neighbors, "neighbors", rule, NEIGHBOR_RULES)
+    require(n > 2 * f + 2, f"{rule} needs n > 2f + 2; got n={n}, f={f}")
+    return n
+
+
+def krum(
+    updates: Tensor, weights: Tensor | None = None, *, f: int, neighbors: Neighbors = "n-f-2"
+) -> Tensor:
+    r"""Krum (Blanchard et al. 2017, "Machine Learning with Adversaries").
+
+    Returns the row with the smallest score
+    :math:`s(i) = \sum_{j \in N_k(i)} \|x_i - x_j\|^2`, :math:`N_k(i)` the k nearest other
+    rows. The paper uses k = n − f − 2 (the default); ByzFL and ByzPy use k = n − f − 1
+    (``neighbors="n-f-1"``). Needs ``n > 2f + 2``. Ties go to the lower row index. ``weights``
+    are validated and ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [50.0]])
+    >>> [round(v, 4) for v in krum(x, f=1).tolist()]
+    [0.1]
+    """
+    x = check_updates(updates, "krum")
+    _validate(x, weights, f, neighbors, "krum")
+    work = to_work_dtype(x)
+    scores = krum_scores(pairwise_sq_distances_from(work, finite_rows(work)), f, neighbors)
+    best = int(smallest(scores, 1)[0])
+    return x[best].clone()
+
+
+def multi_krum(
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    f: int,
+    m: int | None = None,
+    neighbors: Neighbors = "n-f-2",
+) -> Tensor:
+    r"""Multi-Krum (Blanchard et al. 2017; El Mhamdi et al. 2018).
+
+    The mean of the ``m`` rows with the smallest Krum scores (see :func:`krum`); ``m=None``
+    means n − f. ``m=1`` is Krum. Needs ``n > 2f + 2`` and ``1 <= m <= n``. ``weights`` are
+    validated and ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [0.1], [0.2], [0.3], [50.0]])
+    >>> round(multi_krum(x, f=1).item(), 4)
+    0.15
+    """
+    x = check_updates(updates, "multi_krum")
+    n = _validate(x, weights, f, neighbors, "multi_krum")
+    if m is None:
+        m = n - f
+    m = check_int(m, "m", "multi_krum", minimum=1)
+    require(m <= n, f"multi_krum needs 1 <= m <= n; got m={m}, n={n}")
+    work = to_work_dtype(x)
+    finite = finite_rows(work)
+    scores = krum_scores(pairwise_sq_distances_from(work, finite), f, neighbors)
+    chosen = smallest(scores, m)
+    all_finite = bool(finite[chosen].all())
+    return mean_of_rows(work, chosen, all_finite and bool(finite.all())).to(x.dtype)

@@ -1,0 +1,87 @@
+"""Weighted mean (FedAvg)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from velocity.errors import ValidationError
+from velocity.kernels._checks import check_choice, check_updates, check_weights, to_work_dtype
+from velocity.kernels._gram import finite_rows
+
+__all__ = ["mean", "nonfinite_rows"]
+
+_MODES = ("drop", "propagate", "raise")
+
+
+def nonfinite_rows(updates: Tensor) -> Tensor:
+    """Boolean ``(n,)`` mask of the rows that hold a NaN or ±inf entry.
+
+    >>> import torch
+    >>> nonfinite_rows(torch.tensor([[1.0, 2.0], [float("inf"), 0.0]])).tolist()
+    [False, True]
+    """
+    x = check_updates(updates, "nonfinite_rows")
+    return ~finite_rows(to_work_dtype(x))
+
+
+def mean(
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    nonfinite: Literal["drop", "propagate", "raise"] = "drop",
+) -> Tensor:
+    r"""Weighted mean of the rows (FedAvg; McMahan et al. 2017).
+
+    .. math:: \bar x = \frac{\sum_i w_i x_i}{\sum_i w_i}
+
+    Parameters
+    ----------
+    updates : Tensor, shape (n, d)
+    weights : Tensor, shape (n,), optional
+        Non-negative weights, usually sample counts; uniform when omitted.
+    nonfinite : {"drop", "propagate", "raise"}
+        Rows holding NaN or ±inf are left out (``"drop"``, the default; see
+        :func:`nonfinite_rows` for which), kept so the result is non-finite (``"propagate"``),
+        or refused with an error naming them (``"raise"``).
+
+    Returns
+    -------
+    Tensor, shape (d,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> mean(torch.tensor([[0.0, 2.0], [2.0, 4.0]]), torch.tensor([1.0, 3.0])).tolist()
+    [1.5, 3.5]
+    >>> mean(torch.tensor([[1.0, 1.0], [float("nan"), 0.0]])).tolist()
+    [1.0, 1.0]
+    """
+    x = check_updates(updates, "mean")
+    n = x.shape[0]
+    w = check_weights(weights, n, "mean")
+    check_choice(nonfinite, "nonfinite", "mean", _MODES)
+    work = to_work_dtype(x)
+    keep: Tensor | None = None
+    if nonfinite != "propagate":
+        ok = finite_rows(work)
+        if not bool(ok.all()):
+            bad = torch.nonzero(~ok).flatten().tolist()
+            if nonfinite == "raise":
+                raise ValidationError(f"mean: rows {bad} hold non-finite values")
+            if len(bad) == n:
+                raise ValidationError(f"mean: every row holds non-finite values (rows {bad})")
+            keep = torch.nonzero(ok).flatten()
+    if w is None:
+        w = torch.ones(n, dtype=torch.float64)
+    w = w.to(x.device)
+    if keep is not None:
+        w = w[keep.to(w.device)]
+        work = work.index_select(0, keep.to(x.device))
+    total = float(w.sum())
+    if total <= 0.0:
+        raise ValidationError("mean: the weights of the rows used sum to 0; need a positive sum")
+    out = (w / total).to(work.dtype) @ work
+    return out.to(x.dtype)

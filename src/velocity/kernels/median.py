@@ -1,0 +1,40 @@
+"""Coordinate-wise median."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from velocity.kernels._checks import check_updates, check_weights, to_work_dtype
+from velocity.kernels._coordinate import coordinatewise
+
+__all__ = ["median"]
+
+
+def sorted_median(block: Tensor) -> Tensor:
+    """Median of each row of a sorted ``(c, n)`` block; even n: mean of the middle two."""
+    n = block.shape[1]
+    if n % 2:
+        return block[:, n // 2]
+    return 0.5 * (block[:, n // 2 - 1] + block[:, n // 2])
+
+
+def median(updates: Tensor, weights: Tensor | None = None) -> Tensor:
+    r"""Coordinate-wise median (Yin et al. 2018, "Byzantine-Robust Distributed Learning").
+
+    .. math:: \mathrm{med}(x_1, \dots, x_n)_k = \text{median of } \{x_{1k}, \dots, x_{nk}\}
+
+    For even n the two middle values are averaged. Robust while fewer than half of the values
+    of every coordinate are Byzantine. ``weights`` are validated and ignored: every row is one
+    vote.
+
+    Examples
+    --------
+    >>> import torch
+    >>> median(torch.tensor([[1.0, 9.0], [2.0, 8.0], [100.0, -5.0]])).tolist()
+    [2.0, 8.0]
+    >>> median(torch.tensor([[1.0], [2.0], [4.0], [100.0]])).tolist()
+    [3.0]
+    """
+    x = check_updates(updates, "median")
+    check_weights(weights, x.shape[0], "median")
+    return coordinatewise(to_work_dtype(x), sorted_median, out_dtype=x.dtype)

@@ -1,0 +1,70 @@
+"""MoNNA: mean of the nearest neighbours of a trusted row."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from velocity.kernels._checks import (
+    check_f,
+    check_int,
+    check_updates,
+    check_weights,
+    require,
+    to_work_dtype,
+)
+from velocity.kernels._gram import finite_rows
+from velocity.kernels._select import mean_of_rows, smallest
+
+__all__ = ["monna", "sq_distances_to_row"]
+
+_BLOCK_BYTES = 4 << 20
+
+
+def sq_distances_to_row(x: Tensor, ref: int) -> Tensor:
+    """float64 ``(n,)`` squared distances from every row to row ``ref``, by direct differences.
+
+    One blocked pass over the data; differences are formed before squaring, so there is no
+    cancellation for rows close to the reference.
+    """
+    n, d = x.shape
+    cols = max(256, _BLOCK_BYTES // max(1, n * x.element_size()))
+    acc = torch.zeros(n, dtype=torch.float64, device=x.device)
+    for start in range(0, d, cols):
+        block = x[:, start : start + cols]
+        diff = block - block[ref]
+        acc += (diff * diff).sum(dim=1).to(torch.float64)
+    return torch.nan_to_num(acc, nan=float("inf"))
+
+
+def monna(
+    updates: Tensor, weights: Tensor | None = None, *, f: int, reference_index: int = 0
+) -> Tensor:
+    r"""MoNNA (Farhadkhani et al. 2023, "Robust Collaborative Learning with Linear Gradient
+    Overhead").
+
+    The mean of the ``n − f`` rows nearest (Euclidean) to the trusted row ``reference_index``,
+    that row included; ties go to the lower index. The reference row must be finite. Needs
+    ``n > 2f``. ``weights`` are validated and ignored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> monna(torch.tensor([[0.0], [1.0], [3.0], [100.0]]), f=1).tolist()
+    [1.3333333730697632]
+    """
+    x = check_updates(updates, "monna")
+    n = x.shape[0]
+    check_weights(weights, n, "monna")
+    f = check_f(f, "monna")
+    ref = check_int(reference_index, "reference_index", "monna", minimum=0)
+    require(n > 2 * f, f"monna needs n > 2f; got n={n}, f={f}")
+    require(ref < n, f"monna: reference_index must be < n; got reference_index={ref}, n={n}")
+    work = to_work_dtype(x)
+    require(
+        bool(torch.isfinite(work[ref]).all()),
+        f"monna: the trusted reference row {ref} holds non-finite values",
+    )
+    finite = finite_rows(work)
+    chosen = smallest(sq_distances_to_row(work, ref), n - f)
+    return mean_of_rows(work, chosen, bool(finite.all())).to(x.dtype)
