@@ -15,15 +15,15 @@ import os as _os
 # first large allocation. Set THP_MEM_ALLOC_ENABLE=0 before importing velocity to opt out.
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from velocity import kernels  # noqa: E402
-from velocity.errors import (  # noqa: E402
+from velocity import kernels
+from velocity.errors import (
     ConfigurationError,
     ProtocolError,
     SecurityError,
     ValidationError,
     VelocityError,
 )
-from velocity.strategies import (  # noqa: E402
+from velocity.strategies import (
     ALL_STRATEGIES,
     ARC,
     CAF,
@@ -57,7 +57,7 @@ from velocity.strategies import (  # noqa: E402
     parse_strategy,
     to_dict,
 )
-from velocity.types import ClientUpdate, ParamSpec, RoundSummary  # noqa: E402
+from velocity.types import ClientUpdate, ParamSpec, RoundSummary
 
 __version__ = "0.1.0"
 

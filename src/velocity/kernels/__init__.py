@@ -19,8 +19,8 @@ from velocity.kernels.distances import pairwise_sq_distances
 from velocity.kernels.geometric_median import geometric_median
 from velocity.kernels.krum import krum, krum_scores, multi_krum
 from velocity.kernels.mda import mda
-from velocity.kernels.mean import mean, nonfinite_rows
 from velocity.kernels.meamed import meamed
+from velocity.kernels.mean import mean, nonfinite_rows
 from velocity.kernels.median import median
 from velocity.kernels.monna import monna
 from velocity.kernels.nnm import nnm

@@ -38,8 +38,7 @@ def check_updates(updates: object, rule: str) -> Tensor:
     """Return ``updates`` if it is a floating ``(n, d)`` tensor with n, d >= 1."""
     if not isinstance(updates, Tensor):
         raise ValidationError(
-            f"{rule}: updates must be a torch.Tensor of shape (n, d); "
-            f"got {type(updates).__name__}"
+            f"{rule}: updates must be a torch.Tensor of shape (n, d); got {type(updates).__name__}"
         )
     if updates.ndim != 2:
         raise ValidationError(

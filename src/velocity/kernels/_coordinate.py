@@ -85,9 +85,7 @@ def coordinatewise(
     # Contiguous column ranges rounded to whole blocks: each column is computed the same way
     # whatever the thread count, so results are bit-identical across runs and machines.
     per = -(-d // (threads * cols)) * cols
-    futures = [
-        _executor(threads).submit(work, lo, min(lo + per, d)) for lo in range(0, d, per)
-    ]
+    futures = [_executor(threads).submit(work, lo, min(lo + per, d)) for lo in range(0, d, per)]
     for fut in futures:
         fut.result()
     return out

@@ -14,8 +14,8 @@ __all__ = ["arc"]
 def arc(
     updates: Tensor, weights: Tensor | None = None, *, f: int, inplace: bool = False
 ) -> tuple[Tensor, Tensor | None]:
-    r"""Adaptive robust clipping (Allouah et al. 2024, "Boosting Robustness by Clipping
-    Gradients in Distributed Learning").
+    r"""Adaptive robust clipping (Allouah et al. 2024, "The Vital Role of Gradient Clipping in
+    Byzantine-Resilient Distributed Learning", arXiv:2405.14432).
 
     The :math:`k = \lfloor 2f(n - f)/n \rfloor` rows of largest norm are clipped to the norm
     of the largest remaining row (ties: the higher index counts as larger). ``k`` is computed
@@ -42,9 +42,6 @@ def arc(
     norms = torch.nan_to_num(norms.to(torch.float64), nan=float("inf"))
     order = torch.sort(norms, stable=True).indices
     largest = order[n - k :]
-    if k == n:
-        thr = 0.0
-    else:
-        thr = float(norms[order[n - k - 1]])
+    thr = 0.0 if k == n else float(norms[order[n - k - 1]])
     clip_rows(out, largest, torch.full((k,), thr, dtype=torch.float64), norms[largest])
     return out, weights

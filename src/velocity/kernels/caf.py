@@ -13,8 +13,8 @@ __all__ = ["caf"]
 
 
 def caf(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
-    r"""Covariance-bound agnostic filter (Allouah et al. 2024, "Robust Distributed Learning:
-    Tight Error Bounds and Breakdown Point under Data Heterogeneity").
+    r"""Covariance-bound agnostic filter (Allouah, Guerraoui & Stephan 2025, "Towards
+    Trustworthy Federated Learning with Untrusted Participants", ICML).
 
     Start with weights :math:`c_i = 1` and repeat while :math:`\sum_i c_i > n - 2f`:
 
@@ -23,7 +23,7 @@ def caf(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
        :math:`\sum_i c_i (x_i - \mu_c)(x_i - \mu_c)^\top / \sum_i c_i` (exact);
     3. remember :math:`\mu_c` if :math:`\lambda` is the smallest seen so far;
     4. :math:`\tau_i = ((x_i - \mu_c)\cdot v)^2`, :math:`c_i \leftarrow c_i(1 - \tau_i/\max_j
-       \tau_j)`.
+       \tau_j)`, the max over rows still weighted.
 
     Returns the remembered :math:`\mu_c`. Each step zeroes at least one weight, so there are at
     most n steps; all of them run on the n×n Gram matrix. Rows with non-finite entries start

@@ -36,9 +36,7 @@ def closest_to_median(block: Tensor, drop: int) -> Tensor:
     lower_suffix = torch.cat([lower_edge.flip(1).cumsum(1).flip(1), zero], dim=1)
     upper_prefix = torch.cat([zero, block[:, keep:].cumsum(1)], dim=1)
     total = (
-        core
-        + lower_suffix.gather(1, start).squeeze(1)
-        + upper_prefix.gather(1, start).squeeze(1)
+        core + lower_suffix.gather(1, start).squeeze(1) + upper_prefix.gather(1, start).squeeze(1)
     )
     return total / keep
 

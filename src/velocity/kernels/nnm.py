@@ -17,9 +17,7 @@ def nnm_neighbours(dist: Tensor, f: int) -> Tensor:
     return torch.sort(dist, dim=1, stable=True).indices[:, : n - f]
 
 
-def nnm(
-    updates: Tensor, weights: Tensor | None = None, *, f: int
-) -> tuple[Tensor, Tensor | None]:
+def nnm(updates: Tensor, weights: Tensor | None = None, *, f: int) -> tuple[Tensor, Tensor | None]:
     r"""Nearest-neighbour mixing (Allouah et al. 2023, "Fixing by Mixing: A Recipe for Optimal
     Byzantine ML under Heterogeneity").
 

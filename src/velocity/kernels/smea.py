@@ -23,8 +23,8 @@ __all__ = ["smea"]
 def smea(
     updates: Tensor, weights: Tensor | None = None, *, f: int, max_subsets: int = 1_000_000
 ) -> Tensor:
-    r"""Smallest maximum eigenvalue averaging (Allouah et al. 2024, "Robust Distributed
-    Learning: Tight Error Bounds and Breakdown Point under Data Heterogeneity").
+    r"""Smallest maximum eigenvalue averaging (Allouah, Guerraoui, Gupta, Pinot & Stephan
+    2023, "On the Privacy-Robustness-Utility Trilemma in Distributed Learning", ICML).
 
     The mean of the subset :math:`S`, :math:`|S| = n - f`, whose empirical covariance
     :math:`\frac{1}{|S|}\sum_{i\in S}(x_i - \bar x_S)(x_i - \bar x_S)^\top` has the smallest

@@ -1,0 +1,641 @@
+"""The seed's native module surface, in Python over PyTorch's native tensor kernels.
+
+The VelocityFL seed compiles ``velocity._core`` from Rust so that aggregation stays on the
+hot path. Here the hot path is :mod:`velocity.kernels` — vectorized PyTorch on one stacked
+``(n, d)`` tensor, running on CPU or CUDA — and this module is the thin facade the seed
+describes:
+
+=========================  ==================================================================
+``Orchestrator``           owns per-experiment round state: takes a round's client
+                           updates, returns a ``RoundSummary``
+``ClientUpdate``           one client's update (:class:`velocity.types.ClientUpdate`)
+``RoundSummary``           one round's result (:class:`velocity.types.RoundSummary`)
+``Strategy``               strategy factory: ``Strategy.fed_avg()``, ``Strategy.krum(f)``, ...
+``aggregate``              standalone aggregation — numpy, torch or lists in, same kind out
+``apply_gaussian_noise``   standalone noise kernel — numpy or torch in, same kind out
+every kernel               re-exported from :mod:`velocity.kernels` (``mean``, ``krum``, ...)
+=========================  ==================================================================
+
+Not a stable API: prefer ``velocity.VelocityServer`` and the strategy dataclasses of
+:mod:`velocity.strategies`. This module sits above the kernels and strategies (it wraps
+them); nothing in those layers imports it.
+
+Examples
+--------
+>>> import numpy as np
+>>> aggregate(np.array([[1.0, 2.0], [3.0, 4.0]]), Strategy.fed_avg(), weights=[1, 3])
+array([2.5, 3.5])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, overload
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from velocity.errors import ConfigurationError, ProtocolError, ValidationError
+from velocity.kernels import (
+    AGGREGATORS,
+    PRE_AGGREGATORS,
+    SERVER_OPTIMIZERS,
+    arc,
+    bucketing,
+    bulyan,
+    caf,
+    centered_clipping,
+    cge,
+    clip,
+    fedadagrad,
+    fedadam,
+    fedavgm,
+    fedyogi,
+    geometric_median,
+    krum,
+    krum_scores,
+    mda,
+    meamed,
+    mean,
+    median,
+    monna,
+    multi_krum,
+    nnm,
+    nonfinite_rows,
+    pairwise_sq_distances,
+    server_sgd,
+    smea,
+    trimmed_mean,
+)
+from velocity.kernels import apply_gaussian_noise as _noise_kernel
+from velocity.strategies import (
+    AggregationResult,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    Krum,
+    MultiKrum,
+    TrimmedMean,
+    parse_strategy,
+)
+from velocity.strategies import Strategy as StrategySpec
+from velocity.types import ClientUpdate, ParamSpec, RoundSummary
+
+__all__ = [
+    "AGGREGATORS",
+    "PRE_AGGREGATORS",
+    "SERVER_OPTIMIZERS",
+    "ClientUpdate",
+    "Orchestrator",
+    "RoundSummary",
+    "Strategy",
+    "StrategyLike",
+    "aggregate",
+    "apply_gaussian_noise",
+    "arc",
+    "bucketing",
+    "bulyan",
+    "caf",
+    "centered_clipping",
+    "cge",
+    "clip",
+    "fedadagrad",
+    "fedadam",
+    "fedavgm",
+    "fedyogi",
+    "geometric_median",
+    "krum",
+    "krum_scores",
+    "mda",
+    "meamed",
+    "mean",
+    "median",
+    "monna",
+    "multi_krum",
+    "nnm",
+    "nonfinite_rows",
+    "pairwise_sq_distances",
+    "server_sgd",
+    "smea",
+    "trimmed_mean",
+]
+
+
+# ---------------------------------------------------------------------- Strategy
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The seed's strategy factory: a frozen wrapper around one strategy dataclass.
+
+    ``Strategy.krum(2).spec == Krum(f=2)``. Anything that takes a strategy here also takes
+    the dataclass itself, its name, or its dict form.
+
+    Parameters
+    ----------
+    spec : Aggregator or Pipeline
+        The wrapped strategy (see :mod:`velocity.strategies`).
+
+    Examples
+    --------
+    >>> Strategy.multi_krum(1)
+    Strategy(MultiKrum(f=1, m=None, neighbors='n-f-2'))
+    >>> Strategy.from_spec({"type": "Krum", "f": 2}) == Strategy.krum(2)
+    True
+    """
+
+    spec: StrategySpec
+
+    def __post_init__(self) -> None:
+        if isinstance(self.spec, Strategy):
+            object.__setattr__(self, "spec", self.spec.spec)
+        elif not isinstance(self.spec, StrategySpec):
+            raise ConfigurationError(
+                "Strategy wraps an aggregator or a Pipeline from velocity.strategies; got "
+                f"{self.spec!r} ({type(self.spec).__name__}); use Strategy.from_spec for names "
+                "and dicts"
+            )
+
+    def __repr__(self) -> str:
+        return f"Strategy({self.spec!r})"
+
+    @property
+    def name(self) -> str:
+        """Class name of the wrapped strategy (``"FedAvg"``, ``"Pipeline"``, ...)."""
+        return type(self.spec).__name__
+
+    @classmethod
+    def fed_avg(cls) -> Strategy:
+        """Weighted mean, :class:`~velocity.strategies.FedAvg`."""
+        return cls(FedAvg())
+
+    @classmethod
+    def fed_prox(cls, mu: float = 0.01) -> Strategy:
+        """:class:`~velocity.strategies.FedProx` (server side: weighted mean)."""
+        return cls(FedProx(mu=mu))
+
+    @classmethod
+    def fed_median(cls) -> Strategy:
+        """Coordinate-wise median, :class:`~velocity.strategies.FedMedian`."""
+        return cls(FedMedian())
+
+    @classmethod
+    def trimmed_mean(cls, k: int) -> Strategy:
+        """Coordinate-wise trimmed mean, :class:`~velocity.strategies.TrimmedMean`."""
+        return cls(TrimmedMean(k=k))
+
+    @classmethod
+    def krum(cls, f: int) -> Strategy:
+        """:class:`~velocity.strategies.Krum` tolerating ``f`` Byzantine clients."""
+        return cls(Krum(f=f))
+
+    @classmethod
+    def multi_krum(cls, f: int, m: int | None = None) -> Strategy:
+        """:class:`~velocity.strategies.MultiKrum`; ``m=None`` averages ``n - f`` rows."""
+        return cls(MultiKrum(f=f, m=m))
+
+    @classmethod
+    def from_spec(cls, spec: StrategyLike) -> Strategy:
+        """Wrap a strategy given as a ``Strategy``, a dataclass, a name, a dict or a list.
+
+        Names, dicts and lists go through :func:`velocity.strategies.parse_strategy`
+        (``ConfigurationError`` on anything unknown).
+        """
+        if isinstance(spec, Strategy):
+            return spec
+        return cls(parse_strategy(spec))
+
+    def aggregate(
+        self,
+        updates: Tensor,
+        weights: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> AggregationResult:
+        """Run the wrapped strategy on ``updates (n, d)``: ``(update (d,), metrics)``."""
+        return self.spec.aggregate(updates, weights, generator=generator)
+
+
+StrategyLike: TypeAlias = Strategy | StrategySpec | str | Mapping[str, Any] | Sequence[Any]
+"""Everything accepted where a strategy is expected."""
+
+
+def _resolve_strategy(strategy: StrategyLike) -> StrategySpec:
+    if isinstance(strategy, Strategy):
+        return strategy.spec
+    return parse_strategy(strategy)
+
+
+# ---------------------------------------------------------------------- aggregate
+
+
+def _as_rows(updates: object) -> tuple[Tensor, str, np.dtype[Any] | None]:
+    """``updates`` as an ``(n, d)`` tensor, plus its kind (torch/numpy/list) and numpy dtype."""
+    if isinstance(updates, Tensor):
+        return updates, "torch", None
+    if isinstance(updates, np.ndarray):
+        return torch.as_tensor(updates), "numpy", updates.dtype
+    if isinstance(updates, Sequence) and not isinstance(updates, str | bytes):
+        if len(updates) == 0:
+            raise ValidationError("aggregate needs at least one update row; got none")
+        rows = list(updates)
+        length: int | None = None
+        for index, row in enumerate(rows):
+            size = _row_length(row, index)
+            if length is None:
+                length = size
+            elif size != length:
+                raise ValidationError(
+                    f"aggregate: update rows must have equal length; row {index} has "
+                    f"{size} entries, row 0 has {length}"
+                )
+        first = rows[0]
+        if isinstance(first, Tensor):
+            if not all(isinstance(r, Tensor) for r in rows):
+                raise ValidationError("aggregate: mix of torch tensors and other rows")
+            return torch.stack(rows), "torch", None
+        if isinstance(first, np.ndarray):
+            stacked = np.stack([np.asarray(r) for r in rows])
+            return torch.as_tensor(stacked), "numpy", stacked.dtype
+        return torch.as_tensor(rows, dtype=torch.float64), "list", None
+    raise ValidationError(
+        "aggregate: updates must be an (n, d) torch tensor or numpy array, or a list of "
+        f"equal-length rows; got {type(updates).__name__}"
+    )
+
+
+def _row_length(row: object, index: int) -> int:
+    if isinstance(row, Tensor | np.ndarray):
+        if row.ndim != 1:
+            raise ValidationError(
+                f"aggregate: row {index} must be 1-D; got shape {tuple(row.shape)}"
+            )
+        return int(row.shape[0])
+    if isinstance(row, Sequence) and not isinstance(row, str | bytes):
+        return len(row)
+    raise ValidationError(
+        f"aggregate: row {index} must be a 1-D tensor, array or list; got {type(row).__name__}"
+    )
+
+
+def _as_weights(weights: object, like: Tensor) -> Tensor | None:
+    if weights is None:
+        return None
+    if isinstance(weights, Tensor):
+        return weights.to(like.device)
+    if isinstance(weights, np.ndarray | Sequence) and not isinstance(weights, str | bytes):
+        return torch.as_tensor(np.asarray(weights, dtype=np.float64), device=like.device)
+    raise ValidationError(
+        "aggregate: weights must be a tensor, an array, a list of numbers or None; "
+        f"got {type(weights).__name__}"
+    )
+
+
+@overload
+def aggregate(
+    updates: Tensor | Sequence[Tensor],
+    strategy: StrategyLike,
+    weights: Tensor | NDArray[Any] | Sequence[float] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor: ...
+@overload
+def aggregate(
+    updates: NDArray[Any] | Sequence[NDArray[Any]],
+    strategy: StrategyLike,
+    weights: Tensor | NDArray[Any] | Sequence[float] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> NDArray[Any]: ...
+@overload
+def aggregate(
+    updates: Sequence[Sequence[float]],
+    strategy: StrategyLike,
+    weights: Tensor | NDArray[Any] | Sequence[float] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> list[float]: ...
+def aggregate(
+    updates: Tensor | NDArray[Any] | Sequence[Any],
+    strategy: StrategyLike,
+    weights: Tensor | NDArray[Any] | Sequence[float] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor | NDArray[Any] | list[float]:
+    """Aggregate stacked client updates with one strategy (the seed's standalone kernel).
+
+    Parameters
+    ----------
+    updates : Tensor, ndarray, or list of rows
+        ``(n, d)`` floating tensor or array, or ``n`` equal-length 1-D tensors, arrays or
+        lists of numbers.
+    strategy : Strategy, strategy dataclass, Pipeline, str or dict
+        E.g. ``Strategy.krum(1)``, ``Krum(f=1)``, ``"FedMedian"``, ``{"type": "Krum", "f": 1}``.
+    weights : (n,) tensor, array or list, optional
+        Per-row weights (sample counts); only weighted rules use them.
+    generator : torch.Generator, optional
+        Randomness for rules that need it (``Bucketing``).
+
+    Returns
+    -------
+    The ``(d,)`` aggregate, in the input's kind: a tensor (same dtype and device) for tensor
+    input, an ndarray of the input dtype for numpy input, a list of floats for lists of
+    numbers (computed in float64).
+
+    Examples
+    --------
+    >>> import torch
+    >>> aggregate(torch.tensor([[0.0, 1.0], [2.0, 3.0], [100.0, 100.0]]), "FedMedian")
+    tensor([2., 3.])
+    >>> aggregate([[0.0, 1.0], [2.0, 3.0]], {"type": "FedAvg"})
+    [1.0, 2.0]
+    """
+    spec = _resolve_strategy(strategy)
+    rows, kind, np_dtype = _as_rows(updates)
+    result = spec.aggregate(rows, _as_weights(weights, rows), generator=generator).update
+    if np_dtype is not None:
+        return result.detach().cpu().numpy().astype(np_dtype, copy=False)
+    if kind == "list":
+        values: list[float] = result.tolist()
+        return values
+    return result
+
+
+@overload
+def apply_gaussian_noise(
+    vector: Tensor, std: float, generator: torch.Generator | None = None
+) -> Tensor: ...
+@overload
+def apply_gaussian_noise(
+    vector: NDArray[Any], std: float, generator: torch.Generator | None = None
+) -> NDArray[Any]: ...
+def apply_gaussian_noise(
+    vector: Tensor | NDArray[Any], std: float, generator: torch.Generator | None = None
+) -> Tensor | NDArray[Any]:
+    """``vector + N(0, std²)`` as a new tensor or array (the seed's standalone noise kernel).
+
+    Torch input goes straight to :func:`velocity.kernels.apply_gaussian_noise`; a numpy
+    array is converted, noised with the same draws, and returned as an array of its dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = torch.Generator().manual_seed(0)
+    >>> apply_gaussian_noise(np.zeros(2, dtype=np.float32), 0.0, g)
+    array([0., 0.], dtype=float32)
+    """
+    if isinstance(vector, np.ndarray):
+        noised = _noise_kernel(torch.as_tensor(vector), std, generator)
+        return noised.numpy().astype(vector.dtype, copy=False)
+    return _noise_kernel(vector, std, generator)
+
+
+# ---------------------------------------------------------------------- Orchestrator
+
+
+class Orchestrator:
+    """Owns one experiment's round state: the global parameters, the round counter, the
+    server optimizer state and the history of :class:`RoundSummary`.
+
+    Each call of :meth:`aggregate_round` validates the round's client updates,
+    writes their deltas into ONE preallocated contiguous ``(n, d)`` float32 tensor (a row per
+    client), aggregates it with the strategy (sample counts as weights), and applies the
+    result: ``params + delta``, or the strategy's server optimizer when it has one
+    (``Pipeline(..., FedAdam())``). Client selection and training live in
+    ``velocity.server``; this class only turns updates into a new global model.
+
+    Parameters
+    ----------
+    global_params : Tensor or dict of str to list of float
+        The initial global model: a flat ``(d,)`` floating tensor (kept as float32 on its
+        device), or the seed's ``{name: [floats]}`` form.
+    strategy : Strategy, strategy dataclass, Pipeline, str or dict, optional
+        How to aggregate; ``FedAvg()`` when omitted.
+    spec : ParamSpec, optional
+        Layout of the flat vector, used by :attr:`global_weights`. Defaults to the dict's
+        names and lengths, or one parameter named ``"params"`` for a tensor.
+
+    Examples
+    --------
+    >>> orch = Orchestrator({"w": [0.0, 0.0]}, Strategy.fed_avg())
+    >>> summary = orch.aggregate_round([
+    ...     ClientUpdate("a", 1, torch.tensor([1.0, 0.0])),
+    ...     ClientUpdate("b", 3, torch.tensor([1.0, 4.0])),
+    ... ])
+    >>> summary.round, summary.selected_client_ids, orch.global_weights
+    (1, ('a', 'b'), {'w': [1.0, 3.0]})
+    """
+
+    def __init__(
+        self,
+        global_params: Tensor | Mapping[str, Sequence[float]],
+        strategy: StrategyLike | None = None,
+        *,
+        spec: ParamSpec | None = None,
+    ) -> None:
+        if isinstance(global_params, Tensor):
+            if global_params.ndim != 1 or not global_params.is_floating_point():
+                raise ValidationError(
+                    "Orchestrator: global_params must be a 1-D floating tensor; got "
+                    f"{global_params.dtype} of shape {tuple(global_params.shape)}"
+                )
+            params = global_params.detach().to(torch.float32, copy=True)
+            if spec is None:
+                spec = ParamSpec.from_sizes({"params": int(params.shape[0])})
+        elif isinstance(global_params, Mapping):
+            if spec is None:
+                spec = ParamSpec.from_sizes({k: len(v) for k, v in global_params.items()})
+            params = spec.from_lists(global_params)
+        else:
+            raise ValidationError(
+                "Orchestrator: global_params must be a (d,) tensor or a dict of lists; got "
+                f"{type(global_params).__name__}"
+            )
+        if spec.d != params.shape[0]:
+            raise ValidationError(
+                f"Orchestrator: spec has d={spec.d} but global_params has {params.shape[0]} entries"
+            )
+        self._spec = spec
+        self._strategy = _resolve_strategy(FedAvg() if strategy is None else strategy)
+        self._params = params
+        self._round = 0
+        self._optimizer_state: dict[str, Tensor] | None = None
+        self._history: list[RoundSummary] = []
+
+    def __repr__(self) -> str:
+        return f"Orchestrator(d={self.d}, strategy={self._strategy!r}, round={self._round})"
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def strategy(self) -> StrategySpec:
+        """The strategy dataclass (an aggregator or a :class:`Pipeline`)."""
+        return self._strategy
+
+    @property
+    def spec(self) -> ParamSpec:
+        """Layout of the flat parameter vector."""
+        return self._spec
+
+    @property
+    def d(self) -> int:
+        """Number of parameters."""
+        return self._spec.d
+
+    @property
+    def round(self) -> int:
+        """Number of completed rounds; the next summary has ``round + 1``."""
+        return self._round
+
+    @property
+    def global_params(self) -> Tensor:
+        """Current flat ``(d,)`` float32 global model.
+
+        A new tensor is made every round (never updated in place); do not modify it in place.
+        """
+        return self._params
+
+    @property
+    def global_weights(self) -> dict[str, list[float]]:
+        """Current global model in the seed's ``{name: [floats]}`` form."""
+        return self._spec.to_lists(self._params)
+
+    @property
+    def optimizer_state(self) -> Mapping[str, Tensor] | None:
+        """The server optimizer's state (``None`` before its first step or without one)."""
+        return self._optimizer_state
+
+    @property
+    def history(self) -> tuple[RoundSummary, ...]:
+        """Every completed round's summary, oldest first."""
+        return tuple(self._history)
+
+    # ------------------------------------------------------------------ the round
+
+    def _check(self, updates: Sequence[ClientUpdate], round_: int) -> None:
+        seen: set[str] = set()
+        for index, update in enumerate(updates):
+            if not isinstance(update, ClientUpdate):
+                raise ValidationError(
+                    f"round {round_}: update {index} must be a ClientUpdate; "
+                    f"got {type(update).__name__}"
+                )
+            who = update.client_id
+            if who in seen:
+                raise ProtocolError(f"round {round_}: client {who!r} sent more than one update")
+            seen.add(who)
+            if update.d != self.d:
+                raise ValidationError(
+                    f"round {round_}: update from client {who!r} has d={update.d}; "
+                    f"the global model has d={self.d}"
+                )
+            if update.round not in (0, round_):
+                raise ProtocolError(
+                    f"round {round_}: update from client {who!r} is for round {update.round}"
+                )
+            if update.digest is not None and not update.verify_digest():
+                raise ProtocolError(
+                    f"round {round_}: digest mismatch for the update from client {who!r} "
+                    f"(claimed {update.digest[:16]}..., computed {update.compute_digest()[:16]}...)"
+                )
+
+    def aggregate_round(
+        self,
+        updates: Sequence[ClientUpdate],
+        *,
+        global_loss: float | None = None,
+        attack_results: Sequence[Mapping[str, Any] | Any] = (),
+        generator: torch.Generator | None = None,
+    ) -> RoundSummary:
+        """Aggregate one round of updates into the global model and record the summary.
+
+        Parameters
+        ----------
+        updates : sequence of ClientUpdate
+            At least one; distinct client ids; each delta of length ``d``; ``round``
+            either ``0`` (not stamped) or this round's number (:attr:`round` + 1); a
+            ``digest``, when present, must match the delta.
+        global_loss : float, optional
+            The round's loss for the summary; defaults to the sample-weighted mean of the
+            clients' reported losses when every client reported one.
+        attack_results : sequence of mappings or dataclasses
+            Recorded as they are in the summary.
+        generator : torch.Generator, optional
+            Randomness for strategies that need it (``Bucketing``).
+
+        Returns
+        -------
+        RoundSummary
+            ``metrics`` holds the aggregation metrics (``rule``, ``n``, ``n_aggregated``,
+            ``pre_aggregators``, ``dropped_nonfinite``), ``dropped_nonfinite_clients``
+            (client ids, when no pre-aggregator renumbered the rows), ``total_samples`` and
+            ``server_optimizer`` (class name or ``None``).
+
+        Raises
+        ------
+        ValidationError
+            No updates, an update that is not a ``ClientUpdate``, or a wrong ``d``.
+        ProtocolError
+            A wrong round number, a bad digest, or two updates from one client.
+
+        Nothing changes when an error is raised.
+        """
+        updates = list(updates)
+        round_ = self._round + 1
+        if not updates:
+            raise ValidationError(f"round {round_}: aggregate_round needs at least one update")
+        self._check(updates, round_)
+
+        n, device = len(updates), self._params.device
+        rows = torch.empty((n, self.d), dtype=torch.float32, device=device)
+        for index, update in enumerate(updates):
+            rows[index].copy_(update.delta.detach())
+        counts = [update.num_samples for update in updates]
+        weights = torch.tensor(counts, dtype=torch.float64, device=device)
+
+        result = self._strategy.aggregate(rows, weights, generator=generator)
+        delta = result.update
+        optimizer = self._strategy.server_optimizer
+        state = self._optimizer_state
+        if optimizer is None:
+            params = self._params + delta
+        else:
+            params, state = optimizer.step(self._params, delta, state)
+
+        metrics: dict[str, Any] = dict(result.metrics)
+        if not self._strategy.pre_aggregators:
+            dropped = metrics.get("dropped_nonfinite", [])
+            metrics["dropped_nonfinite_clients"] = [updates[int(i)].client_id for i in dropped]
+        metrics["total_samples"] = sum(counts)
+        metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
+        summary = RoundSummary(
+            round=round_,
+            num_clients=n,
+            global_loss=_round_loss(updates) if global_loss is None else global_loss,
+            attack_results=tuple(attack_results),
+            selected_client_ids=tuple(update.client_id for update in updates),
+            metrics=metrics,
+        )
+        self._params = params
+        self._optimizer_state = state
+        self._round = round_
+        self._history.append(summary)
+        return summary
+
+
+def _round_loss(updates: Sequence[ClientUpdate]) -> float | None:
+    """Sample-weighted mean of the reported losses (plain mean if no samples); None if any
+    client did not report one."""
+    losses = [update.loss for update in updates]
+    if any(loss is None for loss in losses):
+        return None
+    values = [float(loss) for loss in losses if loss is not None]
+    counts = [update.num_samples for update in updates]
+    total = sum(counts)
+    if total == 0:
+        return math.fsum(values) / len(values)
+    return math.fsum(loss * count for loss, count in zip(values, counts, strict=True)) / total

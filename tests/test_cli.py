@@ -1,0 +1,102 @@
+"""Tests for the ``velocity`` command line (run in-process through ``main``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from velocity import cli
+from velocity.errors import ConfigurationError, ValidationError
+from velocity.strategies import describe_strategies
+
+
+def test_strategies_table_lists_every_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["strategies"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    for entry in describe_strategies():
+        assert entry["name"] in out
+    for kind in ("aggregator", "pre-aggregator", "server-optimizer"):
+        assert kind in out
+    assert "f, neighbors='n-f-2'" in out  # Krum's parameters: required f, default neighbors
+    assert "mu=0.01" in out
+
+
+def test_strategies_json_is_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["strategies", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == json.loads(json.dumps(describe_strategies()))
+    assert {"name", "kind", "parameters", "summary"} <= set(listed[0])
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("velocity ")
+    assert cli.main(["-v", "version"]) == 0
+    verbose = capsys.readouterr().out
+    assert "torch " in verbose
+    assert "python " in verbose
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["no-such-command"], ["strategies", "--no-such-flag"], ["--bogus"]],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == cli.EXIT_CONFIG == 2
+    assert "usage: velocity" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "strategies" in out
+    assert "Exit codes" in out
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def test_configuration_error_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import velocity.strategies
+
+    monkeypatch.setattr(
+        velocity.strategies,
+        "describe_strategies",
+        lambda: _raise(ConfigurationError("unknown strategy type 'Nope'")),
+    )
+    assert cli.main(["strategies"]) == 2
+    err = capsys.readouterr().err
+    assert err == "velocity: configuration error: unknown strategy type 'Nope'\n"
+    # with -v the traceback comes too
+    assert cli.main(["-v", "strategies"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.endswith("velocity: configuration error: unknown strategy type 'Nope'\n")
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (ValidationError("bad data"), "velocity: error: bad data"),
+        (RuntimeError("boom"), "velocity: error: RuntimeError: boom"),
+    ],
+)
+def test_runtime_errors_exit_1(
+    error: Exception,
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import velocity.strategies
+
+    monkeypatch.setattr(velocity.strategies, "describe_strategies", lambda: _raise(error))
+    assert cli.main(["strategies"]) == cli.EXIT_ERROR == 1
+    err = capsys.readouterr().err
+    assert err.startswith(line)
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
