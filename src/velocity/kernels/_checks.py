@@ -7,8 +7,10 @@ rule, the argument and the numbers, so a user never sees a traceback from deep i
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,9 +83,10 @@ def check_weights(weights: object, n: int, rule: str) -> Tensor | None:
 
 
 def check_int(value: object, name: str, rule: str, *, minimum: int = 0) -> int:
-    """``value`` must be an int (not bool) and at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` must be an integer (Python or numpy, not bool) and at least ``minimum``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise ValidationError(f"{rule}: {name} must be an int >= {minimum}; got {value!r}")
+    value = int(value)
     if value < minimum:
         raise ValidationError(f"{rule}: {name} must be an int >= {minimum}; got {value}")
     return value
@@ -96,7 +99,7 @@ def check_f(f: object, rule: str) -> int:
 
 def check_nonneg_float(value: object, name: str, rule: str, *, positive: bool = False) -> float:
     """A real number (ints accepted) that is finite and >= 0 (> 0 when ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ValidationError(f"{rule}: {name} must be a number; got {value!r}")
     x = float(value)
     bound_ok = x > 0 if positive else x >= 0

@@ -38,11 +38,13 @@ def finite_rows(x: Tensor) -> Tensor:
     return ok
 
 
-def gram(x: Tensor, extras: Tensor | None = None) -> Tensor:
-    """float64 Gram matrix of ``[x; extras]`` after centring every column at x's row mean.
+def gram(x: Tensor, extras: Tensor | None = None, centre: Tensor | None = None) -> Tensor:
+    """float64 Gram matrix of ``[x; extras]`` after translating every row by ``-centre``.
 
     ``x`` is ``(n, d)`` with finite entries, ``extras`` an optional ``(e, d)``; the result is
-    ``(n + e, n + e)`` on x's device. Centring is a translation by the column means of ``x``.
+    ``(n + e, n + e)`` on x's device. The default centre is the column means of ``x``;
+    rules that face far outliers pass a robust one (the coordinate-wise median), which keeps
+    the honest rows' inner products at the precision of their own spread.
     """
     n, d = x.shape
     rows = x if extras is None else torch.cat([x, extras.to(x.dtype)], dim=0)
@@ -51,7 +53,10 @@ def gram(x: Tensor, extras: Tensor | None = None) -> Tensor:
     acc = torch.zeros(m, m, dtype=torch.float64, device=x.device)
     for start in range(0, d, cols):
         block = rows[:, start : start + cols]
-        block = block - block[:n].mean(dim=0, keepdim=True)
+        if centre is None:
+            block = block - block[:n].mean(dim=0, keepdim=True)
+        else:
+            block = block - centre[start : start + cols].to(block.dtype)
         acc += (block @ block.T).to(torch.float64)
     return acc
 
@@ -59,7 +64,7 @@ def gram(x: Tensor, extras: Tensor | None = None) -> Tensor:
 def _sq_from_gram(g: Tensor) -> Tensor:
     diag = g.diagonal()
     dist = diag[:, None] + diag[None, :] - 2.0 * g
-    dist = torch.nan_to_num(dist, nan=float("inf")).clamp_min_(0.0)
+    dist = torch.nan_to_num(dist, nan=float("inf"), posinf=float("inf")).clamp_min_(0.0)
     dist.fill_diagonal_(0.0)
     return dist
 
@@ -89,6 +94,34 @@ def _refine_threshold(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-2
 
 
+_MAX_DEPTH = 4
+
+
+def _refined_sq_distances(x: Tensor, threshold: float, depth: int = 0) -> Tensor:
+    """Squared distances of the finite rows ``x``, refined inside clusters of close rows.
+
+    Pairs closer than ``threshold`` times their squared norms (about the centre) lose
+    precision to cancellation; each cluster of such pairs that is a strict subset of ``x`` is
+    recomputed centred at its own mean, recursively, so nested clusters (Sybil copies inside
+    an honest cloud inside a spread-out round) each get the precision of their own scale.
+    """
+    g = gram(x)
+    dist = _sq_from_gram(g)
+    if depth >= _MAX_DEPTH or x.shape[0] < 3:
+        return dist
+    diag = g.diagonal().clamp_min(0.0)
+    close = dist < threshold * (diag[:, None] + diag[None, :])
+    close.fill_diagonal_(False)
+    if bool(close.any()):
+        for comp in _components(close.cpu()):
+            if len(comp) == x.shape[0]:
+                continue  # re-centring the same rows at the same mean would change nothing
+            sel = torch.tensor(comp, device=x.device)
+            local = _refined_sq_distances(x.index_select(0, sel), threshold, depth + 1)
+            dist[sel[:, None], sel[None, :]] = local
+    return dist
+
+
 def pairwise_sq_distances_from(x: Tensor, finite: Tensor) -> Tensor:
     """float64 ``(n, n)`` squared Euclidean distances; non-finite rows are at +inf."""
     n = x.shape[0]
@@ -97,17 +130,7 @@ def pairwise_sq_distances_from(x: Tensor, finite: Tensor) -> Tensor:
     xf = x if idx is None else x.index_select(0, idx.to(x.device))
     dist_f = torch.zeros(0, 0, dtype=torch.float64, device=x.device)
     if xf.shape[0] > 0:
-        g = gram(xf)
-        dist_f = _sq_from_gram(g)
-        diag = g.diagonal().clamp_min(0.0)
-        scale = diag[:, None] + diag[None, :]
-        close = dist_f < _refine_threshold(x.dtype) * scale
-        close.fill_diagonal_(False)
-        if bool(close.any()):
-            for comp in _components(close.cpu()):
-                sel = torch.tensor(comp, device=x.device)
-                local = _sq_from_gram(gram(xf.index_select(0, sel)))
-                dist_f[sel[:, None], sel[None, :]] = local
+        dist_f = _refined_sq_distances(xf, _refine_threshold(x.dtype))
     if idx is None:
         return dist_f
     dist = torch.full((n, n), float("inf"), dtype=torch.float64, device=x.device)
@@ -125,14 +148,20 @@ class Basis:
     instead of a pass over the ``(n, d)`` data. Only :meth:`materialize` touches the data.
     """
 
-    def __init__(self, x: Tensor, finite: Tensor, extras: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        finite: Tensor,
+        extras: Tensor | None = None,
+        centre: Tensor | None = None,
+    ) -> None:
         self.x = x
         self.rows = torch.nonzero(finite).flatten()
         self.all_finite = bool(finite.all())
         self.xf = x if self.all_finite else x.index_select(0, self.rows.to(x.device))
         self.extras = extras
         self.n_rows = int(self.rows.numel())
-        self.k = gram(self.xf, extras)
+        self.k = gram(self.xf, extras, centre)
         self.size = self.k.shape[0]
 
     def sq_dist_to(self, alpha: Tensor) -> Tensor:

@@ -45,7 +45,7 @@ def best_subset(
         if not chunk:
             break
         idx = torch.tensor(chunk, dtype=torch.long, device=device)
-        scores = torch.nan_to_num(score(idx), nan=float("inf"))
+        scores = torch.nan_to_num(score(idx), nan=float("inf"), posinf=float("inf"))
         pos = int(torch.argmin(scores))
         value = float(scores[pos])
         if best is None or value < best_score:

@@ -39,7 +39,7 @@ def arc(
     if k == 0:
         return out, weights
     norms = torch.linalg.vector_norm(x.float() if x.dtype != torch.float64 else x, dim=1)
-    norms = torch.nan_to_num(norms.to(torch.float64), nan=float("inf"))
+    norms = torch.nan_to_num(norms.to(torch.float64), nan=float("inf"), posinf=float("inf"))
     order = torch.sort(norms, stable=True).indices
     largest = order[n - k :]
     thr = 0.0 if k == n else float(norms[order[n - k - 1]])

@@ -15,14 +15,14 @@ from velocity.kernels._checks import (
 )
 from velocity.kernels._coordinate import coordinatewise
 from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
-from velocity.kernels._select import smallest
+from velocity.kernels._select import smallest, tie_rtol
 from velocity.kernels.krum import NEIGHBOR_RULES, Neighbors, krum_scores
 from velocity.kernels.meamed import closest_to_median
 
 __all__ = ["bulyan", "bulyan_selection"]
 
 
-def bulyan_selection(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
+def bulyan_selection(dist: Tensor, f: int, neighbors: str = "n-f-2", rtol: float = 0.0) -> Tensor:
     """Indices of the θ = n − 2f rows chosen by Krum applied repeatedly to the rows left.
 
     Each step scores only the rows not chosen yet, among themselves, and takes the lowest
@@ -34,7 +34,7 @@ def bulyan_selection(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
     for _ in range(n - 2 * f):
         idx = torch.tensor(left, device=dist.device)
         sub = dist.index_select(0, idx).index_select(1, idx)
-        pick = int(smallest(krum_scores(sub, f, neighbors), 1)[0])
+        pick = int(smallest(krum_scores(sub, f, neighbors), 1, rtol)[0])
         chosen.append(left.pop(pick))
     return torch.tensor(chosen, dtype=torch.long)
 
@@ -50,7 +50,9 @@ def bulyan(
        coordinate-wise median of the selection.
 
     Needs ``n >= 4f + 3``. ``neighbors`` is passed to Krum (see :func:`krum`). ``weights`` are
-    validated and ignored.
+    validated and ignored. Score ties go to the lower row index, as in :func:`krum`; in the
+    last selection steps fewer than f + 3 rows remain, Krum then uses at most one neighbour
+    and mutual nearest neighbours tie exactly, so the result can depend on the row order.
 
     Examples
     --------
@@ -66,7 +68,8 @@ def bulyan(
     check_choice(neighbors, "neighbors", "bulyan", NEIGHBOR_RULES)
     require(n >= 4 * f + 3, f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
     work = to_work_dtype(x)
-    chosen = bulyan_selection(pairwise_sq_distances_from(work, finite_rows(work)), f, neighbors)
+    dist = pairwise_sq_distances_from(work, finite_rows(work))
+    chosen = bulyan_selection(dist, f, neighbors, tie_rtol(work.dtype))
     chosen = chosen.sort().values
     return coordinatewise(
         work, lambda block: closest_to_median(block, 2 * f), rows=chosen, out_dtype=x.dtype

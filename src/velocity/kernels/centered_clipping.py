@@ -16,8 +16,8 @@ from velocity.kernels._checks import (
     check_weights,
     to_work_dtype,
 )
-from velocity.kernels._gram import Basis, finite_rows
-from velocity.kernels.geometric_median import INITS, initial_alpha, start_point
+from velocity.kernels._gram import finite_rows
+from velocity.kernels.geometric_median import INITS, initial_alpha, median_centred_basis
 
 __all__ = ["centered_clipping"]
 
@@ -62,7 +62,6 @@ def centered_clipping(
     finite = finite_rows(work)
     if not bool(finite.any()):
         raise ValidationError(f"{rule}: every row holds non-finite values")
-    rows_f = work if bool(finite.all()) else work[finite]
     if isinstance(init, Tensor):
         if init.shape != (d,) or not init.is_floating_point():
             raise ValidationError(
@@ -71,13 +70,10 @@ def centered_clipping(
             )
         if not bool(torch.isfinite(init).all()):
             raise ValidationError(f"{rule}: init tensor must be finite")
-        zero = torch.zeros(1, d, dtype=work.dtype, device=work.device)
-        extras: Tensor | None = torch.cat([zero, init.to(work)[None, :]], dim=0)
-        start = "median"  # the extra vector after the origin is the starting point
     else:
         check_choice(init, "init", rule, INITS)
-        extras, start = start_point(rows_f, init, rule)
-    basis = Basis(work, finite, extras)
+    start: str | Tensor = init
+    basis = median_centred_basis(work, finite, start)
     alpha = initial_alpha(basis, start)
     for _ in range(M):
         dist = basis.sq_dist_to(alpha)[: basis.n_rows].sqrt()

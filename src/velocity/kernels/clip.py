@@ -36,7 +36,7 @@ def clip(
     w = check_weights(weights, x.shape[0], "clip")
     thr = check_nonneg_float(threshold, "threshold", "clip")
     norms = torch.linalg.vector_norm(x.float() if x.dtype != torch.float64 else x, dim=1)
-    norms = torch.nan_to_num(norms, nan=float("inf"))
+    norms = torch.nan_to_num(norms, nan=float("inf"), posinf=float("inf"))
     over = torch.nonzero(norms > thr).flatten()
     out = x if inplace else x.clone()
     if over.numel():

@@ -19,26 +19,35 @@ from velocity.kernels._checks import (
 from velocity.kernels._gram import Basis, finite_rows
 from velocity.kernels.median import median as coordinate_median
 
-__all__ = ["geometric_median", "start_point"]
+__all__ = ["geometric_median", "initial_alpha", "median_centred_basis"]
 
 INITS = ("mean", "median", "zero")
 
 
-def start_point(basis_rows: Tensor, init: str, rule: str) -> tuple[Tensor | None, str]:
-    """Extra vectors a Basis needs for ``init``: the origin always, the median when asked."""
-    zero = torch.zeros(1, basis_rows.shape[1], dtype=basis_rows.dtype, device=basis_rows.device)
-    if init == "median":
-        med = coordinate_median(basis_rows)[None, :]
-        return torch.cat([zero, med], dim=0), init
-    return zero, init
+def median_centred_basis(work: Tensor, finite: Tensor, start: str | Tensor) -> Basis:
+    """A :class:`Basis` over the finite rows plus ``[origin, start point]``, centred at the
+    coordinate-wise median of the finite rows.
+
+    ``start`` is ``"mean"``, ``"zero"``, ``"median"`` or a ``(d,)`` tensor; the origin is
+    always an extra point (it represents ``"zero"`` and measures ``‖z‖``). The median centre
+    keeps distances among the honest rows accurate when a few rows are very far away.
+    """
+    rows_f = work if bool(finite.all()) else work[finite]
+    med = coordinate_median(rows_f)
+    extras = [torch.zeros(1, work.shape[1], dtype=work.dtype, device=work.device)]
+    if isinstance(start, Tensor):
+        extras.append(start.to(work)[None, :])
+    elif start == "median":
+        extras.append(med[None, :])
+    return Basis(work, finite, torch.cat(extras, dim=0), centre=med)
 
 
-def initial_alpha(basis: Basis, init: str) -> Tensor:
-    """Coefficients of the starting point over ``[rows; origin; (median)]``."""
+def initial_alpha(basis: Basis, start: str | Tensor) -> Tensor:
+    """Coefficients of the starting point over ``[rows; origin; (start point)]``."""
     alpha = torch.zeros(basis.size, dtype=torch.float64, device=basis.k.device)
-    if init == "mean":
+    if isinstance(start, str) and start == "mean":
         alpha[: basis.n_rows] = 1.0 / basis.n_rows
-    elif init == "zero":
+    elif isinstance(start, str) and start == "zero":
         alpha[basis.n_rows] = 1.0
     else:
         alpha[basis.n_rows + 1] = 1.0
@@ -85,9 +94,7 @@ def geometric_median(
     finite = finite_rows(work)
     if not bool(finite.any()):
         raise ValidationError(f"{rule}: every row holds non-finite values")
-    rows_f = work if bool(finite.all()) else work[finite]
-    extras, _ = start_point(rows_f, init, rule)
-    basis = Basis(work, finite, extras)
+    basis = median_centred_basis(work, finite, init)
     wf = torch.ones(basis.n_rows, dtype=torch.float64, device=basis.k.device)
     if w is not None:
         wf = w.to(basis.k.device)[basis.rows.to(basis.k.device)]

@@ -17,7 +17,7 @@ from velocity.kernels._checks import (
     to_work_dtype,
 )
 from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
-from velocity.kernels._select import mean_of_rows, smallest
+from velocity.kernels._select import mean_of_rows, smallest, tie_rtol
 
 __all__ = ["krum", "krum_scores", "multi_krum"]
 
@@ -77,7 +77,7 @@ def krum(
     _validate(x, weights, f, neighbors, "krum")
     work = to_work_dtype(x)
     scores = krum_scores(pairwise_sq_distances_from(work, finite_rows(work)), f, neighbors)
-    best = int(smallest(scores, 1)[0])
+    best = int(smallest(scores, 1, tie_rtol(work.dtype))[0])
     return x[best].clone()
 
 
@@ -111,6 +111,6 @@ def multi_krum(
     work = to_work_dtype(x)
     finite = finite_rows(work)
     scores = krum_scores(pairwise_sq_distances_from(work, finite), f, neighbors)
-    chosen = smallest(scores, m)
+    chosen = smallest(scores, m, tie_rtol(work.dtype))
     all_finite = bool(finite[chosen].all())
     return mean_of_rows(work, chosen, all_finite and bool(finite.all())).to(x.dtype)

@@ -11,34 +11,39 @@ from velocity.kernels.median import sorted_median
 
 __all__ = ["meamed"]
 
+_INF = float("inf")
+
 
 def closest_to_median(block: Tensor, drop: int) -> Tensor:
     """Per row of a sorted ``(c, n)`` block: mean of the n − drop values closest to its median.
 
-    The values closest to a point form a contiguous window of the sorted row, so the kernel
-    only compares the ``drop + 1`` windows of length n − drop: window s costs
-    ``max(med − a[s], a[s + n − drop − 1] − med)`` and the first cheapest wins.
+    The values closest to a point form a contiguous window of the sorted row, so only the
+    ``drop + 1`` windows of length ``keep = n − drop`` are compared. A k-nearest set has the
+    smallest largest distance and the smallest sum of distances of all k-subsets; the kernel
+    ranks windows by the first and breaks its ties (repeated values) by the second, then the
+    first window wins. Infinite distances only enter the first key.
     """
     n = block.shape[1]
     keep = n - drop
     if drop == 0:
-        return block.mean(dim=1)
-    med = sorted_median(block)[:, None]
-    low = block[:, : drop + 1]
-    high = block[:, keep - 1 :]
-    cost = torch.maximum(med - low, high - med)
-    start = torch.nan_to_num(cost, nan=float("inf")).argmin(dim=1, keepdim=True)
-    # Window s covers [s, s + keep): the common core [drop, keep) plus a[s:drop] plus
-    # a[keep:keep + s]. Edge sums from suffix/prefix sums over the two short edges only.
-    core = block[:, drop:keep].sum(dim=1)
-    zero = torch.zeros(block.shape[0], 1, dtype=block.dtype, device=block.device)
-    lower_edge = block[:, :drop]
-    lower_suffix = torch.cat([lower_edge.flip(1).cumsum(1).flip(1), zero], dim=1)
-    upper_prefix = torch.cat([zero, block[:, keep:].cumsum(1)], dim=1)
-    total = (
-        core + lower_suffix.gather(1, start).squeeze(1) + upper_prefix.gather(1, start).squeeze(1)
-    )
-    return total / keep
+        return torch.clamp(block.mean(dim=1), block[:, 0], block[:, -1])
+    # Costs in float64: float32 rounding would break near-ties between windows wrongly.
+    exact = block.to(torch.float64)
+    med = sorted_median(exact)[:, None]
+    low = exact[:, : drop + 1]
+    high = exact[:, keep - 1 :]
+    worst = torch.nan_to_num(torch.maximum(med - low, high - med), nan=_INF, posinf=_INF)
+    dist = (exact - med).abs()
+    dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
+    csum = torch.nn.functional.pad(dist.cumsum(dim=1), (1, 0))
+    total = csum[:, keep:] - csum[:, : drop + 1]
+    best_worst = worst.min(dim=1, keepdim=True).values
+    total = torch.where(worst == best_worst, total, torch.full_like(total, _INF))
+    start = total.argmin(dim=1, keepdim=True)
+    window = start + torch.arange(keep, device=block.device)[None, :]
+    values = block.gather(1, window)
+    # an average lies within its values; clamping removes a last-ulp rounding overshoot
+    return torch.clamp(values.sum(dim=1) / keep, values[:, 0], values[:, -1])
 
 
 def meamed(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:

@@ -34,7 +34,7 @@ def sq_distances_to_row(x: Tensor, ref: int) -> Tensor:
         block = x[:, start : start + cols]
         diff = block - block[ref]
         acc += (diff * diff).sum(dim=1).to(torch.float64)
-    return torch.nan_to_num(acc, nan=float("inf"))
+    return torch.nan_to_num(acc, nan=float("inf"), posinf=float("inf"))
 
 
 def monna(

@@ -7,14 +7,14 @@ from torch import Tensor
 
 from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
 from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._select import smallest_per_row, tie_rtol
 
 __all__ = ["nnm", "nnm_neighbours"]
 
 
-def nnm_neighbours(dist: Tensor, f: int) -> Tensor:
+def nnm_neighbours(dist: Tensor, f: int, rtol: float = 0.0) -> Tensor:
     """``(n, n − f)`` indices: for each row, its n − f nearest rows (itself at distance 0)."""
-    n = dist.shape[0]
-    return torch.sort(dist, dim=1, stable=True).indices[:, : n - f]
+    return smallest_per_row(dist, dist.shape[0] - f, rtol)
 
 
 def nnm(updates: Tensor, weights: Tensor | None = None, *, f: int) -> tuple[Tensor, Tensor | None]:
@@ -39,7 +39,8 @@ def nnm(updates: Tensor, weights: Tensor | None = None, *, f: int) -> tuple[Tens
     require(n > f, f"nnm needs n > f; got n={n}, f={f}")
     work = to_work_dtype(x)
     finite = finite_rows(work)
-    neigh = nnm_neighbours(pairwise_sq_distances_from(work, finite), f).to(x.device)
+    dist = pairwise_sq_distances_from(work, finite)
+    neigh = nnm_neighbours(dist, f, tie_rtol(work.dtype)).to(x.device)
     k = n - f
     mix = torch.zeros(n, n, dtype=work.dtype, device=x.device)
     mix.scatter_(1, neigh, 1.0 / k)

@@ -54,14 +54,17 @@ def smea(
     if idx_f.numel():
         g[idx_f[:, None], idx_f[None, :]] = gram(work if all_finite else work[finite])
     m = n - f
-    centre = torch.eye(m, dtype=torch.float64, device=x.device) - 1.0 / m
 
     def top_eigenvalue(idx: Tensor) -> Tensor:
         sub = g[idx[:, :, None], idx[:, None, :]]
-        bad = ~torch.isfinite(sub).all(dim=(1, 2))
-        sub = torch.where(bad[:, None, None], torch.zeros_like(sub), sub)
-        lam = torch.linalg.eigvalsh(centre @ sub @ centre)[:, -1] / m
-        return torch.where(bad, torch.full_like(lam, float("inf")), lam)
+        bad = None
+        if not all_finite:
+            bad = ~torch.isfinite(sub).all(dim=(1, 2))
+            sub = torch.where(bad[:, None, None], torch.zeros_like(sub), sub)
+        row = sub.mean(dim=2, keepdim=True)  # centring: H G H with H = I - 11ᵀ/m
+        cov = sub - row - row.transpose(1, 2) + row.mean(dim=1, keepdim=True)
+        lam = torch.linalg.eigvalsh(cov)[:, -1] / m
+        return lam if bad is None else torch.where(bad, torch.full_like(lam, float("inf")), lam)
 
     chosen = best_subset(
         n, f, top_eigenvalue, rule="smea", max_subsets=max_subsets, device=x.device
