@@ -7,7 +7,6 @@ from torch import Tensor
 
 from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
 from velocity.kernels._coordinate import coordinatewise
-from velocity.kernels.median import sorted_median
 
 __all__ = ["meamed"]
 
@@ -27,19 +26,26 @@ def closest_to_median(block: Tensor, drop: int) -> Tensor:
     keep = n - drop
     if drop == 0:
         return torch.clamp(block.mean(dim=1), block[:, 0], block[:, -1])
-    # Costs in float64: float32 rounding would break near-ties between windows wrongly.
-    exact = block.to(torch.float64)
-    med = sorted_median(exact)[:, None]
-    low = exact[:, : drop + 1]
-    high = exact[:, keep - 1 :]
+    # Costs in float64 (float32 rounding would break near-ties between windows wrongly), on
+    # the 2(drop + 1) edge values only.
+    mid = n // 2
+    pair = block[:, mid - 1 : mid + 1] if n % 2 == 0 else block[:, mid : mid + 1]
+    med = pair.to(torch.float64).mean(dim=1, keepdim=True)
+    low = block[:, : drop + 1].to(torch.float64)
+    high = block[:, keep - 1 :].to(torch.float64)
     worst = torch.nan_to_num(torch.maximum(med - low, high - med), nan=_INF, posinf=_INF)
-    dist = (exact - med).abs()
-    dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
-    csum = torch.nn.functional.pad(dist.cumsum(dim=1), (1, 0))
-    total = csum[:, keep:] - csum[:, : drop + 1]
-    best_worst = worst.min(dim=1, keepdim=True).values
-    total = torch.where(worst == best_worst, total, torch.full_like(total, _INF))
-    start = total.argmin(dim=1, keepdim=True)
+    start = worst.argmin(dim=1, keepdim=True)
+    best = worst.gather(1, start)
+    tied = torch.nonzero((worst == best).sum(dim=1) > 1).flatten()
+    if tied.numel():
+        # Repeated values: break ties by the total distance of the window.
+        rows = block.index_select(0, tied).to(torch.float64)
+        dist = (rows - med.index_select(0, tied)).abs()
+        dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
+        csum = torch.nn.functional.pad(dist.cumsum(dim=1), (1, 0))
+        total = csum[:, keep:] - csum[:, : drop + 1]
+        total = torch.where(worst[tied] == best[tied], total, torch.full_like(total, _INF))
+        start[tied] = total.argmin(dim=1, keepdim=True)
     window = start + torch.arange(keep, device=block.device)[None, :]
     values = block.gather(1, window)
     # an average lies within its values; clamping removes a last-ulp rounding overshoot
