@@ -23,6 +23,7 @@ from velocity.errors import (
     ValidationError,
     VelocityError,
 )
+from velocity.server import VelocityServer
 from velocity.strategies import (
     ALL_STRATEGIES,
     ARC,
@@ -100,6 +101,7 @@ __all__ = [
     "TrimmedMean",
     "ValidationError",
     "VelocityError",
+    "VelocityServer",
     "__version__",
     "kernels",
     "parse_strategy",

@@ -594,11 +594,43 @@ class Orchestrator:
         rows = torch.empty((n, self.d), dtype=torch.float32, device=device)
         for index, update in enumerate(updates):
             rows[index].copy_(update.delta.detach())
-        counts = [update.num_samples for update in updates]
-        weights = torch.tensor(counts, dtype=torch.float64, device=device)
+        return self.aggregate_stacked(
+            rows,
+            [update.num_samples for update in updates],
+            [update.client_id for update in updates],
+            global_loss=_round_loss(updates) if global_loss is None else global_loss,
+            attack_results=attack_results,
+            generator=generator,
+        )
+
+    def aggregate_stacked(
+        self,
+        rows: Tensor,
+        num_samples: Sequence[int],
+        client_ids: Sequence[str],
+        *,
+        global_loss: float | None = None,
+        attack_results: Sequence[Mapping[str, Any] | Any] = (),
+        generator: torch.Generator | None = None,
+    ) -> RoundSummary:
+        """Aggregate a round whose deltas already sit in one ``(n, d)`` stack, without copying.
+
+        The simulation engine's providers write every client's delta straight into a row of
+        a preallocated stack; this is :meth:`aggregate_round` from that point on. ``rows`` is
+        read, never modified; the caller has already checked the updates.
+        """
+        round_ = self._round + 1
+        n = len(client_ids)
+        if rows.ndim != 2 or rows.shape != (n, self.d) or len(num_samples) != n:
+            raise ValidationError(
+                f"round {round_}: rows must have shape ({n}, {self.d}) with {n} sample counts; "
+                f"got {tuple(rows.shape)} and {len(num_samples)}"
+            )
+        counts = [int(c) for c in num_samples]
+        weights = torch.tensor(counts, dtype=torch.float64, device=rows.device)
 
         result = self._strategy.aggregate(rows, weights, generator=generator)
-        delta = result.update
+        delta = result.update.to(self._params.device)
         optimizer = self._strategy.server_optimizer
         state = self._optimizer_state
         if optimizer is None:
@@ -609,15 +641,15 @@ class Orchestrator:
         metrics: dict[str, Any] = dict(result.metrics)
         if not self._strategy.pre_aggregators:
             dropped = metrics.get("dropped_nonfinite", [])
-            metrics["dropped_nonfinite_clients"] = [updates[int(i)].client_id for i in dropped]
+            metrics["dropped_nonfinite_clients"] = [client_ids[int(i)] for i in dropped]
         metrics["total_samples"] = sum(counts)
         metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
         summary = RoundSummary(
             round=round_,
             num_clients=n,
-            global_loss=_round_loss(updates) if global_loss is None else global_loss,
+            global_loss=global_loss,
             attack_results=tuple(attack_results),
-            selected_client_ids=tuple(update.client_id for update in updates),
+            selected_client_ids=tuple(client_ids),
             metrics=metrics,
         )
         self._params = params
@@ -625,6 +657,25 @@ class Orchestrator:
         self._round = round_
         self._history.append(summary)
         return summary
+
+    def load_state(
+        self,
+        params: Tensor,
+        *,
+        round_: int,
+        optimizer_state: Mapping[str, Tensor] | None = None,
+        history: Sequence[RoundSummary] = (),
+    ) -> None:
+        """Restore a checkpointed state: parameters, round counter, optimizer state, history."""
+        if params.shape != (self.d,) or not params.is_floating_point():
+            raise ValidationError(
+                f"Orchestrator.load_state: params must be a ({self.d},) floating tensor; "
+                f"got {tuple(params.shape)} {params.dtype}"
+            )
+        self._params = params.detach().to(torch.float32, copy=True)
+        self._round = int(round_)
+        self._optimizer_state = None if optimizer_state is None else dict(optimizer_state)
+        self._history = list(history)
 
 
 def _round_loss(updates: Sequence[ClientUpdate]) -> float | None:

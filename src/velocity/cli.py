@@ -2,10 +2,13 @@
 
 ::
 
+    velocity [-v] run --config PATH [--output-dir DIR] [--rounds N] [--seed S] [--no-progress]
+    velocity [-v] validate-config PATH  check a configuration file without running it
     velocity [-v] strategies [--json]   list every registered strategy stage
     velocity [-v] version               print the installed version
 
-Exit codes: ``0`` success, ``2`` usage or configuration error, ``1`` any other failure.
+Exit codes: ``0`` success, ``1`` runtime error, ``2`` usage or configuration error,
+``130`` interrupted.
 See ``docs/cli.md``. The module imports only the standard library at import time; each
 command imports what it needs, so ``velocity --help`` stays fast.
 """
@@ -20,7 +23,14 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_OK", "build_parser", "main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "build_parser",
+    "main",
+]
 
 #: The command succeeded.
 EXIT_OK = 0
@@ -28,6 +38,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Bad command line (argparse's own code) or a :class:`velocity.errors.ConfigurationError`.
 EXIT_CONFIG = 2
+#: Interrupted by the user (Ctrl-C): 128 + SIGINT.
+EXIT_INTERRUPTED = 130
 
 _PROG = "velocity"
 _DISTRIBUTION = "velocityfl"
@@ -113,6 +125,124 @@ def _cmd_version(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.experiments.config import load_config
+
+    config = load_config(args.path)  # InvalidConfigError -> exit 2, one line per problem
+    out.write(f"valid: {config.name} ({config.config_hash()[:12]})\n")
+    return EXIT_OK
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    if args.output_dir is not None:
+        updates["output.dir"] = args.output_dir
+    if args.rounds is not None:
+        updates["training.num_rounds"] = args.rounds
+    if args.seed is not None:
+        updates["seed"] = args.seed
+    return updates
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    import importlib
+    import time
+
+    from velocity.experiments.config import load_config
+
+    config = load_config(args.config)
+    updates = _overrides(args)
+    if updates:
+        config = config.with_updates(updates)
+    runner = importlib.import_module("velocity.experiments.runner")
+    run_experiment: Callable[..., Any] = runner.run_experiment
+    run_dir = config.run_dir()
+    total = config.training.num_rounds
+    err = sys.stderr
+
+    from velocity.experiments.results import RoundRecord
+
+    start = time.perf_counter()
+    if args.no_progress:
+
+        def on_round(record: RoundRecord) -> None:
+            if args.verbose:
+                print(
+                    f"round {record.round}/{total} accuracy {_fraction(record.global_accuracy)} "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    file=err,
+                )
+
+        result = run_experiment(config, output_dir=run_dir, on_round=on_round)
+    else:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("round"),
+            MofNCompleteColumn(),
+            TextColumn("accuracy {task.fields[accuracy]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=Console(file=err)) as progress:
+            task = progress.add_task(config.name, total=total, accuracy="-")
+            latest: list[float | None] = [None]
+
+            def on_round(record: RoundRecord) -> None:
+                if record.global_accuracy is not None:
+                    latest[0] = record.global_accuracy
+                progress.update(task, completed=record.round, accuracy=_fraction(latest[0]))
+
+            result = run_experiment(config, output_dir=run_dir, on_round=on_round)
+    _print_run_summary(result, run_dir, out)
+    return EXIT_OK
+
+
+def _print_run_summary(result: Any, run_dir: Any, out: TextIO) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from velocity.experiments.outputs import build_summary
+    from velocity.experiments.report import format_bytes
+
+    summary = build_summary(result)
+    table = Table(title=f"run {summary['name']}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value")
+    rows = [
+        ("dataset / model", f"{summary['dataset']} / {summary['model']}"),
+        ("strategy", str(summary["strategy_name"])),
+        ("rounds", f"{summary['rounds']} of {summary['rounds_planned']}"),
+        ("final accuracy", _fraction(summary["final_accuracy"])),
+        ("best accuracy", _fraction(summary["best_accuracy"])),
+        ("final loss", "-" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"),
+        (
+            "communication",
+            f"{format_bytes(summary['total_bytes_up'])} up, "
+            f"{format_bytes(summary['total_bytes_down'])} down",
+        ),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+        ("config hash", str(summary["config_hash"])[:12]),
+        ("outputs", str(run_dir)),
+    ]
+    for field, value in rows:
+        table.add_row(field, value)
+    wide = out.isatty() or "COLUMNS" in os.environ
+    Console(file=out, width=None if wide else 120, soft_wrap=False).print(table)
+
+
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -132,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="VelocityFL: fast, robust, reproducible federated learning.",
-        epilog="Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.",
+        epilog=(
+            "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, "
+            "130 interrupted."
+        ),
     )
     parser.add_argument(
         "-v",
@@ -141,6 +274,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="more output; show full tracebacks on errors",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run an experiment from a YAML configuration",
+        description=(
+            "Run the experiment a YAML configuration describes and write its outputs to "
+            "<output.dir>/<name>/ (summary.json, metrics.json, communication.json, "
+            "config.resolved.yaml, plots/, report.html)."
+        ),
+    )
+    run.add_argument("--config", required=True, metavar="PATH", help="the YAML configuration")
+    run.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="root output directory (overrides output.dir; the run goes to DIR/<name>)",
+    )
+    run.add_argument("--rounds", type=int, metavar="N", help="override training.num_rounds")
+    run.add_argument("--seed", type=int, metavar="S", help="override seed")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (with -v: one line per round on stderr)",
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser(
+        "validate-config",
+        help="check a YAML configuration without running it",
+        description=(
+            "Validate a YAML configuration. Prints 'valid: NAME (HASH)' and exits 0, or prints "
+            "every problem (one per line, by dotted field path) on stderr and exits 2."
+        ),
+    )
+    validate.add_argument("path", metavar="PATH", help="the YAML configuration")
+    validate.set_defaults(handler=_cmd_validate_config)
 
     strategies = commands.add_parser(
         "strategies",
@@ -170,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        ``0`` success, ``1`` runtime error, ``2`` usage or configuration error.
+        ``0`` success, ``1`` runtime error, ``2`` usage or configuration error, ``130``
+        interrupted.
 
     Examples
     --------
@@ -190,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, sys.stdout)
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as error:
         return _report(error, verbose=args.verbose)
 
@@ -201,10 +370,14 @@ def _report(error: Exception, *, verbose: bool) -> int:
 
     if verbose:
         traceback.print_exc(file=sys.stderr)
-    message = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, ConfigurationError):
-        print(f"{_PROG}: configuration error: {message}", file=sys.stderr)
+        # A configuration file can have several problems: one per line, indented.
+        first, *rest = str(error).splitlines() or [type(error).__name__]
+        print(f"{_PROG}: configuration error: {' '.join(first.split())}", file=sys.stderr)
+        for line in rest:
+            print(f"  {line.strip()}", file=sys.stderr)
         return EXIT_CONFIG
+    message = " ".join(str(error).split()) or type(error).__name__
     if not isinstance(error, VelocityError):
         message = f"{type(error).__name__}: {message}"
     hint = "" if verbose else " (run with -v for the traceback)"

@@ -13,22 +13,28 @@ from velocity.kernels._checks import require
 
 __all__ = ["best_subset"]
 
-_BATCH = 4096
+_BATCH = 8192
+
+Scorer = Callable[[Tensor], Tensor]
+"""Maps a batch of kept subsets ``(b, n − f)`` (ascending long indices) to ``(b,)`` scores."""
 
 
 def best_subset(
     n: int,
     f: int,
-    score: Callable[[Tensor], Tensor],
+    score: Scorer,
     *,
     rule: str,
     max_subsets: int,
     device: torch.device,
 ) -> Tensor:
-    """The first (in ``itertools.combinations`` order) (n − f)-subset with the lowest score.
+    """The first (in ``itertools.combinations(range(n), n − f)`` order) subset of lowest score.
 
-    ``score`` maps a batch of subsets ``(b, n − f)`` (long indices) to ``(b,)`` scores; NaN
-    counts as +inf. Refuses, before any work, when there are more than ``max_subsets``.
+    NaN scores count as +inf. Refuses, before any work, when there are more than
+    ``max_subsets`` subsets. The search enumerates the f removed rows rather than the n − f
+    kept ones (f is the small side): the complements of the kept subsets in lexicographic
+    order are the removed subsets in reverse lexicographic order, so the kept-order rank of
+    removed subset i is ``count − 1 − i``.
     """
     count = math.comb(n, f)
     require(
@@ -37,18 +43,24 @@ def best_subset(
         f"max_subsets={max_subsets}; lower f, raise max_subsets, or use a polynomial rule "
         "(multi_krum, nnm + trimmed_mean)",
     )
-    combos = itertools.combinations(range(n), n - f)
-    best_score = float("inf")
-    best: tuple[int, ...] | None = None
-    while True:
-        chunk = list(itertools.islice(combos, _BATCH))
-        if not chunk:
-            break
-        idx = torch.tensor(chunk, dtype=torch.long, device=device)
-        scores = torch.nan_to_num(score(idx), nan=float("inf"), posinf=float("inf"))
-        pos = int(torch.argmin(scores))
-        value = float(scores[pos])
-        if best is None or value < best_score:
-            best_score, best = value, chunk[pos]
-    assert best is not None
-    return torch.tensor(best, dtype=torch.long)
+    removed_sets = itertools.combinations(range(n), f)
+    best_score, best_rank = float("inf"), count
+    best_kept: Tensor | None = None
+    first = 0
+    while chunk := list(itertools.islice(removed_sets, _BATCH)):
+        b = len(chunk)
+        keep = torch.ones(b, n, dtype=torch.bool, device=device)
+        if f:
+            removed = torch.tensor(chunk, dtype=torch.long, device=device)
+            keep.scatter_(1, removed, False)
+        kept = keep.nonzero()[:, 1].view(b, n - f)
+        scores = torch.nan_to_num(score(kept), nan=float("inf"), posinf=float("inf"))
+        low = float(scores.min())
+        # among this batch's minima, the last removed subset is the first kept one
+        j = int(torch.nonzero(scores == low).max()) if low < float("inf") else 0
+        rank = count - 1 - (first + j)
+        if best_kept is None or low < best_score or (low == best_score and rank < best_rank):
+            best_score, best_rank, best_kept = low, rank, kept[j]
+        first += b
+    assert best_kept is not None
+    return best_kept.cpu()

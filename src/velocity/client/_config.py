@@ -1,0 +1,104 @@
+"""Local-training settings and results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from velocity.strategies._constraints import Integer, NoneOr, Real, check_parameters
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from velocity.strategies._constraints import Constraint
+
+__all__ = ["TrainConfig", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a client trains locally: minibatch SGD, optionally with FedProx's proximal term.
+
+    Settings are validated at construction; an ``int`` is accepted where a float is expected.
+
+    Parameters
+    ----------
+    batch_size : int
+        Minibatch size ``B`` (>= 1). The last batch of an epoch holds the remainder. A size
+        at least the client's data size gives full-batch gradient descent (McMahan et al.
+        2017's ``B = ∞``).
+    local_epochs : int
+        Passes ``E`` over the client's data (>= 1), each in a fresh random order.
+    local_steps : int, optional
+        If set (>= 1), exactly this many SGD steps, cycling through as many epochs as needed;
+        ``local_epochs`` is then ignored.
+    lr : float
+        Learning rate (> 0).
+    momentum : float
+        Heavy-ball momentum in ``[0, 1)`` (:class:`torch.optim.SGD`). The momentum buffer is
+        per-client and starts at zero every round.
+    weight_decay : float
+        L2 penalty (>= 0), added to the gradient by :class:`torch.optim.SGD`.
+    prox_mu : float
+        FedProx's ``mu`` (>= 0): the local objective becomes
+        ``loss(w) + mu/2 · ‖w − w_global‖²`` (Li et al. 2020, "Federated Optimization in
+        Heterogeneous Networks"). ``0`` is plain FedAvg local training.
+
+    Examples
+    --------
+    >>> config = TrainConfig(batch_size=10, local_epochs=5, lr=1)
+    >>> config.lr, config.local_steps
+    (1.0, None)
+    >>> TrainConfig(lr=0)
+    Traceback (most recent call last):
+        ...
+    velocity.errors.ConfigurationError: TrainConfig.lr must be a finite float > 0; got 0
+    """
+
+    batch_size: int = 32
+    local_epochs: int = 1
+    local_steps: int | None = None
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0
+
+    _constraints: ClassVar[Mapping[str, Constraint]] = {
+        "batch_size": Integer(low=1),
+        "local_epochs": Integer(low=1),
+        "local_steps": NoneOr(Integer(low=1)),
+        "lr": Real(low=0, low_open=True),
+        "momentum": Real(low=0, high=1, high_open=True),
+        "weight_decay": Real(low=0),
+        "prox_mu": Real(low=0),
+    }
+
+    def __post_init__(self) -> None:
+        check_parameters(self)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What one client's local training produced.
+
+    Parameters
+    ----------
+    delta : Tensor
+        ``(d,)`` float32, ``new_params − global_params`` in :class:`~velocity.types.ParamSpec`
+        layout. It *is* the ``out`` row when one was passed to :meth:`Trainer.train`.
+    num_samples : int
+        Examples held by the client (``len(indices)``): its FedAvg weight.
+    loss : float
+        Mean of the minibatch losses over the local steps, each taken before its step. This
+        is the data loss; FedProx's proximal term is not included.
+    metrics : mapping of str to float
+        ``"steps"`` (SGD steps taken), ``"samples_seen"`` and, for classification (logits
+        ``(N, C)`` with integer targets ``(N,)``), ``"accuracy"``: the fraction of examples
+        predicted correctly in the minibatches seen, before each step.
+    """
+
+    delta: Tensor
+    num_samples: int
+    loss: float
+    metrics: Mapping[str, float]

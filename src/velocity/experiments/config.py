@@ -1,0 +1,687 @@
+"""The experiment configuration: one YAML file -> one frozen, validated :class:`ExperimentConfig`.
+
+The schema is the FLP playground's (``docs/configuration.md`` lists every field, its default
+and the values it accepts)::
+
+    name, seed, dataset, data_dir, model_id, strategy
+    training:     num_rounds, num_clients, client_fraction, min_clients, eval_every
+    client:       batch_size, local_epochs | local_steps, lr, momentum, weight_decay, prox_mu
+    simulation:   partitioning, alpha, num_shards_per_client, dropout_rate,
+                  straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
+    privacy, governance, async_fl, compression   (validated; enabled: true is not available yet)
+    attacks:      []                             (reserved; must stay empty in this version)
+    output:       dir, save_plots, save_metrics, save_model, checkpoint_every
+
+Every section is a pydantic model with ``extra="forbid"`` (a misspelt key is an error that
+lists the accepted keys) and ``frozen=True``. Types are strict: an integer field does not take
+``2.5``, ``"3"`` or ``true``; a float field takes an integer (YAML writes ``1`` for ``1.0``).
+:func:`load_config` and :func:`parse_config` turn pydantic's errors into one
+:class:`InvalidConfigError` naming **every** bad field by its dotted path::
+
+    training.client_fraction: must be > 0 and <= 1; got 1.5
+
+Examples
+--------
+>>> config = parse_config({"name": "demo", "dataset": "mnist", "training": {"num_rounds": 3}})
+>>> config.training.num_rounds, config.client.lr, config.strategy_obj()
+(3, 0.01, FedAvg(nonfinite='drop'))
+>>> try:
+...     parse_config({"name": "demo", "dataset": "mnist", "training": {"client_fraction": 1.5}})
+... except InvalidConfigError as error:
+...     print(error)
+training.client_fraction: must be > 0 and <= 1; got 1.5
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import re
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.fields import FieldInfo
+
+from velocity.errors import ConfigurationError
+
+__all__ = [
+    "DATASETS",
+    "MODEL_IDS",
+    "AsyncFLConfig",
+    "ClientConfig",
+    "CompressionConfig",
+    "ExperimentConfig",
+    "GovernanceConfig",
+    "InvalidConfigError",
+    "OutputConfig",
+    "PrivacyConfig",
+    "SimulationConfig",
+    "StragglerConfig",
+    "TrainingConfig",
+    "load_config",
+    "parse_config",
+]
+
+Dataset = Literal["mnist", "fashion_mnist", "cifar10", "shakespeare", "synthetic"]
+
+DATASETS: Final[tuple[str, ...]] = typing.get_args(Dataset)
+"""Every dataset name a configuration accepts."""
+
+MODEL_IDS: Final[tuple[str, ...]] = ("mnist-cnn", "mnist-2nn", "logreg", "cifar-cnn", "char-lstm")
+"""Every model id a configuration accepts. Keep in sync with the model zoo."""
+
+_MODEL_DATASETS: Final[dict[str, tuple[str, ...]]] = {
+    "mnist-cnn": ("mnist", "fashion_mnist"),
+    "mnist-2nn": ("mnist", "fashion_mnist"),
+    "logreg": ("mnist", "fashion_mnist", "cifar10", "synthetic"),
+    "cifar-cnn": ("cifar10",),
+    "char-lstm": ("shakespeare",),
+}
+"""Datasets each model can be trained on (its input shape); checked across fields.
+
+``mnist-*`` take ``(1, 28, 28)`` images, ``cifar-cnn`` ``(3, 32, 32)``, ``char-lstm`` token
+ids; ``logreg`` sizes its input to the dataset's features (60 for ``synthetic``)."""
+
+_NATURAL_DATASETS: Final[tuple[str, ...]] = ("shakespeare", "synthetic")
+"""Datasets that come already split by client (``partitioning: natural``)."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class InvalidConfigError(ConfigurationError):
+    """A configuration has one or more problems; :attr:`problems` holds one line each.
+
+    Each line starts with the dotted path of the field (``client.lr: must be > 0; got 0``).
+    The message is the single problem, or a header line followed by one problem per line.
+    """
+
+    def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            message = f"{where}{self.problems[0]}"
+        else:
+            head = f"invalid configuration {source}" if source else "invalid configuration"
+            message = "\n".join([f"{head} ({len(self.problems)} problems):", *self.problems])
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------- sections
+
+
+class _Section(BaseModel):
+    model_config = _STRICT
+
+
+class _PlannedSection(_Section):
+    """A section whose feature is planned: every field is validated, ``enabled`` must be false."""
+
+    _section: ClassVar[str]
+
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, enabled: bool) -> bool:
+        if enabled:
+            raise ValueError(
+                f"{cls._section} is not available yet in this version (planned); "
+                f"set {cls._section}.enabled: false or remove the section"
+            )
+        return enabled
+
+
+class TrainingConfig(_Section):
+    """The federation: how many rounds, how many clients, and how many of them per round."""
+
+    num_rounds: int = Field(default=20, ge=1)
+    num_clients: int = Field(default=10, ge=1)
+    client_fraction: float = Field(default=0.5, gt=0, le=1)
+    min_clients: int = Field(default=1, ge=1)
+    eval_every: int = Field(default=1, ge=1)
+
+    @property
+    def clients_per_round(self) -> int:
+        """``min(num_clients, max(min_clients, 1, floor(client_fraction * num_clients)))``.
+
+        McMahan et al.'s ``m = max(C·K, 1)`` with a floor of ``min_clients``; the same rule as
+        :func:`velocity.sim.sampling.select_clients`.
+        """
+        wanted = math.floor(self.client_fraction * self.num_clients + 1e-9)
+        return min(self.num_clients, max(self.min_clients, 1, wanted))
+
+
+class ClientConfig(_Section):
+    """Local training on each selected client (plain SGD unless momentum/weight decay are set).
+
+    Exactly one of ``local_epochs`` / ``local_steps`` is in effect: ``local_steps`` (mini-batch
+    steps per round) when set, else ``local_epochs`` (default 1). Setting both is an error.
+    ``prox_mu`` is FedProx's proximal strength; with a ``FedProx`` strategy it is filled from
+    the strategy's ``mu``.
+    """
+
+    batch_size: int = Field(default=32, ge=1)
+    local_epochs: int | None = Field(default=None, ge=1)
+    local_steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    prox_mu: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> ClientConfig:
+        if self.local_epochs is not None and self.local_steps is not None:
+            raise ValueError(
+                f"set either local_epochs or local_steps, not both; got local_epochs="
+                f"{self.local_epochs}, local_steps={self.local_steps}"
+            )
+        if self.local_epochs is None and self.local_steps is None:
+            object.__setattr__(self, "local_epochs", 1)
+        return self
+
+
+class StragglerConfig(_Section):
+    """Simulated client compute time; clients slower than ``deadline_s`` miss the round.
+
+    Each selected client's time is drawn from ``delay_distribution`` with mean
+    ``delay_mean_s``: ``lognormal`` (``delay_sigma`` is the standard deviation of the log),
+    ``exponential`` (``delay_sigma`` unused), ``uniform`` on ``[0, 2 * delay_mean_s]``
+    (``delay_sigma`` unused). The time is virtual: the run does not sleep.
+    """
+
+    enabled: bool = False
+    deadline_s: float = Field(default=10.0, gt=0)
+    delay_distribution: Literal["lognormal", "exponential", "uniform"] = "lognormal"
+    delay_mean_s: float = Field(default=2.0, gt=0)
+    delay_sigma: float = Field(default=0.5, ge=0)
+
+
+class SimulationConfig(_Section):
+    """How the data is split across clients, and who fails to report."""
+
+    partitioning: Literal["iid", "dirichlet", "shard", "natural"] = "iid"
+    alpha: float = Field(default=0.5, gt=0)
+    num_shards_per_client: int = Field(default=2, ge=1)
+    dropout_rate: float = Field(default=0.0, ge=0, lt=1)
+    straggler: StragglerConfig = Field(default_factory=StragglerConfig)
+
+
+class PrivacyConfig(_PlannedSection):
+    """DP-FedAvg (Gaussian mechanism, L2 clipping) — planned."""
+
+    _section = "privacy"
+
+    epsilon: float = Field(default=1.0, gt=0)
+    delta: float = Field(default=1.0e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class GovernanceConfig(_PlannedSection):
+    """Hash chain, audit log and replay manifest — planned."""
+
+    _section = "governance"
+
+    save_audit_log: bool = True
+    save_replay_manifest: bool = True
+
+
+class AsyncFLConfig(_PlannedSection):
+    """Asynchronous FL on a virtual clock with staleness-aware weighting — planned."""
+
+    _section = "async_fl"
+
+    delay_min: float = Field(default=0.0, ge=0)
+    delay_max: float = Field(default=3.0, ge=0)
+    staleness_threshold: int = Field(default=3, ge=0)
+    staleness_strategy: Literal["uniform", "inverse_staleness", "exponential_decay"] = "uniform"
+    staleness_decay_factor: float = Field(default=0.9, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AsyncFLConfig:
+        if self.delay_max < self.delay_min:
+            raise ValueError(
+                f"delay_max must be >= delay_min; got delay_min={self.delay_min}, "
+                f"delay_max={self.delay_max}"
+            )
+        return self
+
+
+class CompressionConfig(_PlannedSection):
+    """Top-k sparsification or quantization of the updates — planned."""
+
+    _section = "compression"
+
+    strategy: Literal["topk", "quantization"] = "topk"
+    topk_ratio: float = Field(default=0.1, gt=0, le=1)
+    quantization_bits: Literal[8, 16] = 16
+    error_feedback: bool = False
+
+
+class OutputConfig(_Section):
+    """Where and what a run writes: ``<dir>/<name>/`` (see ``docs/configuration.md``)."""
+
+    dir: str = Field(default="outputs", min_length=1)
+    save_plots: bool = True
+    save_metrics: bool = True
+    save_model: bool = False
+    checkpoint_every: int | None = Field(default=None, ge=1)
+
+
+# ---------------------------------------------------------------------- the experiment
+
+StrategySpec = str | dict[str, Any] | list[Any]
+
+
+class ExperimentConfig(_Section):
+    """One experiment. Build it with :func:`load_config` or :func:`parse_config`.
+
+    ``strategy`` keeps the spec as written (a name, a dict with ``type``, or a list of
+    stages); :meth:`strategy_obj` builds the strategy and :meth:`resolved` writes it out with
+    every parameter.
+    """
+
+    name: str
+    seed: int = Field(default=42, ge=0, lt=2**63)
+    dataset: Dataset
+    data_dir: str | None = None
+    model_id: str = "mnist-cnn"
+    strategy: StrategySpec = "FedAvg"
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    async_fl: AsyncFLConfig = Field(default_factory=AsyncFLConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    attacks: list[Any] = Field(default_factory=list)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                "must be 1-128 characters from letters, digits, '.', '_' and '-', starting "
+                f"with a letter or digit (it names the output directory); got {name!r}"
+            )
+        return name
+
+    @field_validator("model_id")
+    @classmethod
+    def _check_model(cls, model_id: str) -> str:
+        if model_id not in MODEL_IDS:
+            raise ValueError(
+                f"unknown model {model_id!r}; known models: {', '.join(MODEL_IDS)}"
+                + _did_you_mean(model_id, MODEL_IDS)
+            )
+        return model_id
+
+    @field_validator("strategy", mode="plain")
+    @classmethod
+    def _check_strategy(cls, spec: object) -> StrategySpec:
+        from velocity.strategies import parse_strategy
+
+        if not isinstance(spec, str | dict | list):
+            raise ValueError(
+                "must be a strategy name, a mapping with a 'type' key, or a list of stages; "
+                f"got {_show(spec)}"
+            )
+        parse_strategy(spec)  # raises ConfigurationError (a ValueError) with the reason
+        return copy.deepcopy(spec)
+
+    @field_validator("attacks")
+    @classmethod
+    def _no_attacks(cls, attacks: list[Any]) -> list[Any]:
+        if attacks:
+            raise ValueError(
+                "attacks are not available yet in this version (planned); leave attacks empty"
+            )
+        return attacks
+
+    @model_validator(mode="after")
+    def _check_across_fields(self) -> ExperimentConfig:
+        problems: list[str] = []
+        allowed = _MODEL_DATASETS[self.model_id]
+        if self.dataset not in allowed:
+            problems.append(
+                f"model_id: {self.model_id!r} cannot be trained on dataset {self.dataset!r}; "
+                f"it takes {', '.join(repr(d) for d in allowed)}"
+            )
+        training = self.training
+        if training.min_clients > training.num_clients:
+            problems.append(
+                f"training.min_clients: must be <= training.num_clients "
+                f"({training.num_clients}); got {training.min_clients}"
+            )
+        if self.simulation.partitioning == "natural" and self.dataset not in _NATURAL_DATASETS:
+            problems.append(
+                "simulation.partitioning: 'natural' needs a dataset that is already split by "
+                f"client ({', '.join(_NATURAL_DATASETS)}); got dataset {self.dataset!r}"
+            )
+        mu = _fedprox_mu(self.strategy_obj())
+        if mu is not None:
+            explicit = "prox_mu" in self.client.model_fields_set
+            if explicit and self.client.prox_mu != mu:
+                problems.append(
+                    f"client.prox_mu: {self.client.prox_mu} disagrees with the strategy's "
+                    f"FedProx mu={mu}; FedProx's mu sets client.prox_mu, so set only one"
+                )
+            elif not explicit:
+                client = self.client.model_copy(update={"prox_mu": float(mu)})
+                object.__setattr__(self, "client", client)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # ------------------------------------------------------------------ derived
+
+    def strategy_obj(self) -> Any:
+        """The strategy object (``velocity.strategies.Strategy``) built from :attr:`strategy`."""
+        from velocity.strategies import parse_strategy
+
+        return parse_strategy(self.strategy)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with defaults filled, as plain JSON/YAML types.
+
+        The strategy appears in its dict form with every parameter
+        (``{"type": "FedAvg", "nonfinite": "drop"}``). Feeding the result back to
+        :func:`parse_config` gives an equal configuration.
+        """
+        from velocity.strategies import to_dict
+
+        data = self.model_dump(mode="json", exclude={"strategy"})
+        data["strategy"] = _plain(to_dict(self.strategy_obj()))
+        ordered = {key: data[key] for key in type(self).model_fields}
+        result: dict[str, Any] = _plain(ordered)
+        return result
+
+    def config_hash(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :meth:`resolved` (sorted keys, no spaces)."""
+        text = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def run_dir(self) -> Path:
+        """The run's output directory: ``<output.dir>/<name>`` (``~`` expanded)."""
+        return Path(self.output.dir).expanduser() / self.name
+
+    def with_updates(self, updates: Mapping[str, Any]) -> ExperimentConfig:
+        """A new, re-validated configuration with dotted-path fields replaced.
+
+        ``config.with_updates({"training.num_rounds": 5, "seed": 1})``. Replacing the
+        strategy re-derives ``client.prox_mu``; replacing ``client.local_steps`` (or
+        ``local_epochs``) clears the other. Raises :class:`InvalidConfigError`.
+        """
+        data = self.resolved()
+        if "strategy" in updates and "client.prox_mu" not in updates:
+            del data["client"]["prox_mu"]
+        for budget, other in (("local_steps", "local_epochs"), ("local_epochs", "local_steps")):
+            if f"client.{budget}" in updates and f"client.{other}" not in updates:
+                data["client"][other] = None
+        for dotted, value in updates.items():
+            *parents, leaf = dotted.split(".")
+            target = data
+            for part in parents:
+                child = target.get(part)
+                if not isinstance(child, dict):
+                    raise InvalidConfigError([f"{dotted}: no such configuration field"])
+                target = child
+            target[leaf] = value
+        return parse_config(data, source="overrides")
+
+
+def _fedprox_mu(strategy: Any) -> float | None:
+    from velocity.strategies import FedProx, Pipeline
+
+    aggregator = strategy.aggregator if isinstance(strategy, Pipeline) else strategy
+    return float(aggregator.mu) if isinstance(aggregator, FedProx) else None
+
+
+def _plain(value: Any) -> Any:
+    """Nested mappings/sequences -> dicts/lists of JSON scalars."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def parse_config(data: object, *, source: str | None = None) -> ExperimentConfig:
+    """Validate a mapping (a parsed YAML document) into an :class:`ExperimentConfig`.
+
+    Raises
+    ------
+    InvalidConfigError
+        One line per problem, each starting with the field's dotted path.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidConfigError(
+            [f"the configuration must be a mapping of top-level keys; got {_show(data)}"],
+            source=source,
+        )
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except PydanticValidationError as error:
+        raise InvalidConfigError(_problems(error), source=source) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML file safely and validate it (see :func:`parse_config`).
+
+    The loader is PyYAML's safe loader with two fixes for configuration files: a key given
+    twice in one mapping is an error (plain YAML keeps the last silently), and ``1e-5``
+    reads as a float (YAML 1.1 reads it as text unless written ``1.0e-5``).
+
+    Raises
+    ------
+    InvalidConfigError
+        The file is missing or unreadable, is not valid YAML, or fails validation.
+    """
+    import yaml
+
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidConfigError([f"configuration file not found: {source}"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidConfigError([f"cannot read configuration file: {error}"]) from None
+    try:
+        data = yaml.load(text, Loader=_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as error:
+        where = ""
+        mark = getattr(error, "problem_mark", None)
+        if mark is not None:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})"
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise InvalidConfigError([f"invalid YAML{where}: {problem}"], source=source) from None
+    if data is None:
+        raise InvalidConfigError(["the file is empty"], source=source)
+    return parse_config(data, source=source)
+
+
+_LOADER: Any = None
+
+
+def _loader() -> Any:
+    """A ``yaml.SafeLoader`` subclass: duplicate keys fail, ``1e-5`` is a float."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    loader: Any = type("ConfigLoader", (yaml.SafeLoader,), {})
+
+    def construct_mapping(self: Any, node: Any) -> Any:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"duplicate key {key_node.value!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key_node.value)
+        return self.construct_mapping(node, deep=True)
+
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    _LOADER = loader
+    return loader
+
+
+# ---------------------------------------------------------------------- error messages
+
+
+def _problems(error: PydanticValidationError) -> list[str]:
+    """One ``dotted.path: message`` line per pydantic error, in the order pydantic found them."""
+    lines: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        path = ".".join(str(part) for part in loc)
+        message = _message(item, loc)
+        if not path:
+            lines.extend(message.splitlines())  # cross-field problems carry their own paths
+        else:
+            lines.append(f"{path}: {message}")
+    return lines
+
+
+def _message(item: Any, loc: tuple[Any, ...]) -> str:
+    kind: str = item["type"]
+    value = item.get("input")
+    got = f"; got {_show(value)}"
+    ctx: Mapping[str, Any] = item.get("ctx") or {}
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        return f"must be {_bounds(_field(loc), ctx)}{got}"
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"must be an integer{got}"
+    if kind in {"float_type", "float_parsing"}:
+        return f"must be a number{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
+    if kind in {"bool_type", "bool_parsing"}:
+        return f"must be true or false{got}"
+    if kind == "string_type":
+        return f"must be a string{got}"
+    if kind == "string_too_short":
+        return f"must not be empty{got}"
+    if kind == "list_type":
+        return f"must be a list{got}"
+    if kind == "literal_error":
+        return f"must be one of {_choices(_field(loc), ctx)}{got}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        keys = _keys_of(loc)
+        accepted = f" with the keys {', '.join(keys)}" if keys else ""
+        return f"must be a mapping{accepted}{got}"
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        keys = _keys_of(parent)
+        section = ".".join(str(part) for part in parent) or "the top level"
+        hint = _did_you_mean(str(loc[-1]), keys)
+        return f"unknown key; accepted keys of {section}: {', '.join(keys)}{hint}"
+    if kind == "value_error":
+        return str(ctx.get("error", item["msg"]))
+    return f"{item['msg']}{got}"
+
+
+def _field(loc: tuple[Any, ...]) -> FieldInfo | None:
+    model: type[BaseModel] | None = ExperimentConfig
+    info: FieldInfo | None = None
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = _model_of(info)
+    return info
+
+
+def _model_of(info: FieldInfo) -> type[BaseModel] | None:
+    annotation = info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _keys_of(loc: tuple[Any, ...]) -> list[str]:
+    """The accepted keys of the section at ``loc`` (the top level for ``()``)."""
+    model: type[BaseModel] | None = ExperimentConfig
+    if loc:
+        info = _field(loc)
+        model = _model_of(info) if info is not None else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _bounds(info: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    parts: list[str] = []
+    if info is not None:
+        for constraint in info.metadata:
+            for attr, symbol in symbols.items():
+                bound = getattr(constraint, attr, None)
+                if bound is not None:
+                    parts.append(f"{symbol} {_number(bound)}")
+    if not parts:
+        parts = [f"{symbols[key]} {_number(value)}" for key, value in ctx.items() if key in symbols]
+    return " and ".join(parts)
+
+
+def _choices(info: FieldInfo | None, ctx: Mapping[str, Any]) -> str:
+    args = typing.get_args(info.annotation) if info is not None else ()
+    if args and all(isinstance(arg, str | int) for arg in args):
+        return ", ".join(repr(arg) for arg in args)
+    return str(ctx.get("expected", "the accepted values"))
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _show(value: object) -> str:
+    """A value as a YAML writer would recognise it, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return {math.inf: ".inf", -math.inf: "-.inf"}.get(value, ".nan")
+    text = repr(value)
+    if isinstance(value, Mapping | list | tuple | set):
+        text = f"{text} ({type(value).__name__})"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,228 @@
+"""Write a finished run to its output directory.
+
+::
+
+    <out_dir>/
+      summary.json              always: headline numbers, identity (hashes), written_at
+      metrics.json              save_metrics: every RoundRecord
+      communication.json        save_metrics: bytes per round, totals, uploads per client
+      config.resolved.yaml      always: the configuration with every default filled
+      report.html               always: self-contained page (plots embedded)
+      plots/*.png               save_plots: the figures of velocity.experiments.plots
+
+JSON files hold no timestamps except ``summary.json``'s ``written_at``, so two runs of the
+same configuration produce byte-identical ``metrics.json``/``communication.json`` apart from
+the measured durations. Each file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final
+
+from velocity.experiments.results import RunResult, jsonable
+
+__all__ = ["SCHEMA_VERSION", "build_summary", "write_outputs"]
+
+SCHEMA_VERSION: Final = 1
+"""Version of the JSON files' layout; bumped when a key changes meaning or disappears."""
+
+
+def _last(values: list[float | None]) -> float | None:
+    for value in reversed(values):
+        if value is not None and math.isfinite(value):
+            return value
+    return None
+
+
+def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[str, Any]:
+    """The content of ``summary.json`` (``written_at`` is left out when ``None``)."""
+    strategy = result.config.get("strategy")
+    strategy_name = strategy.get("type") if isinstance(strategy, dict) else strategy
+    training = result.config.get("training")
+    planned = training.get("num_rounds") if isinstance(training, dict) else None
+    bytes_up = sum(record.bytes_up for record in result.rounds)
+    bytes_down = sum(record.bytes_down for record in result.rounds)
+    accuracies = [
+        (record.round, record.global_accuracy)
+        for record in result.rounds
+        if record.global_accuracy is not None and math.isfinite(record.global_accuracy)
+    ]
+    best_round = max(accuracies, key=lambda pair: pair[1])[0] if accuracies else None
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "name": result.name,
+        "dataset": result.dataset,
+        "model": result.model_id,
+        "strategy": strategy,
+        "strategy_name": strategy_name,
+        "seed": result.seed,
+        "num_clients": result.num_clients,
+        "num_params": result.num_params,
+        "rounds": len(result.rounds),
+        "rounds_planned": planned,
+        "final_accuracy": result.final_accuracy,
+        "best_accuracy": result.best_accuracy,
+        "best_round": best_round,
+        "final_loss": _last([record.global_loss for record in result.rounds]),
+        "final_train_loss": _last([record.train_loss for record in result.rounds]),
+        "total_bytes_up": bytes_up,
+        "total_bytes_down": bytes_down,
+        "total_bytes": bytes_up + bytes_down,
+        "wall_time_s": result.wall_time_s,
+        "config_hash": result.config_hash,
+        "final_model_digest": result.final_model_digest,
+    }
+    if written_at is not None:
+        summary["written_at"] = written_at
+    result_dict: dict[str, Any] = jsonable(summary)
+    return result_dict
+
+
+def _metrics(result: RunResult) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": result.name,
+        "config_hash": result.config_hash,
+        "rounds": [record.to_dict() for record in result.rounds],
+    }
+
+
+def _communication(result: RunResult) -> dict[str, Any]:
+    uploads: Counter[str] = Counter()
+    selections: Counter[str] = Counter()
+    for record in result.rounds:
+        uploads.update(record.participated)
+        selections.update(record.selected)
+    order = {cid: i for i, cid in enumerate(result.client_ids)}
+
+    def ordered(counts: Counter[str]) -> dict[str, int]:
+        keys = sorted(counts, key=lambda cid: (order.get(cid, len(order)), cid))
+        return {cid: counts[cid] for cid in keys}
+
+    bytes_up = sum(record.bytes_up for record in result.rounds)
+    bytes_down = sum(record.bytes_down for record in result.rounds)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": result.name,
+        "num_params": result.num_params,
+        "rounds": [
+            {
+                "round": record.round,
+                "bytes_up": record.bytes_up,
+                "bytes_down": record.bytes_down,
+                "uploads": len(record.participated),
+            }
+            for record in result.rounds
+        ],
+        "total_bytes_up": bytes_up,
+        "total_bytes_down": bytes_down,
+        "total_bytes": bytes_up + bytes_down,
+        "uploads_per_client": ordered(uploads),
+        "selections_per_client": ordered(selections),
+    }
+
+
+def _json(data: Any) -> str:
+    return json.dumps(jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _config_yaml(result: RunResult) -> str:
+    import yaml
+
+    body: str = yaml.safe_dump(
+        jsonable(result.config), sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+    return f"# resolved configuration of {result.name}\n# config_hash: {result.config_hash}\n{body}"
+
+
+def _write(path: Path, data: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        temporary.write_text(data, encoding="utf-8")
+    else:
+        temporary.write_bytes(data)
+    temporary.replace(path)
+    return path
+
+
+def write_outputs(
+    result: RunResult,
+    out_dir: Path,
+    *,
+    save_plots: bool = True,
+    save_metrics: bool = True,
+) -> dict[str, Path]:
+    """Write the run's files into ``out_dir`` (created if missing).
+
+    Parameters
+    ----------
+    result : RunResult
+        The finished run.
+    out_dir : Path
+        The run directory, usually ``ExperimentConfig.run_dir()`` (``outputs/<name>``).
+    save_plots : bool
+        Write ``plots/*.png``. The report embeds the plots either way.
+    save_metrics : bool
+        Write ``metrics.json`` and ``communication.json``.
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written, keyed by its path relative to ``out_dir`` in POSIX form
+        (``"summary.json"``, ``"plots/global_accuracy.png"``, ...).
+
+    Notes
+    -----
+    Without matplotlib the plots are skipped with a :class:`UserWarning` and the report says
+    so; everything else is still written.
+    """
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+
+    def put(relative: str, data: str | bytes) -> None:
+        written[relative] = _write(out_dir / relative, data)
+
+    plots: dict[str, bytes] = {}
+    plots_note: str | None = None
+    try:
+        from velocity.experiments.plots import render_plots
+
+        plots = render_plots(result)
+    except ImportError as error:
+        plots_note = f"Plots unavailable: {error} (pip install matplotlib)."
+        warnings.warn(plots_note, UserWarning, stacklevel=2)
+
+    written_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    summary = build_summary(result, written_at=written_at)
+    config_yaml = _config_yaml(result)
+
+    put("summary.json", _json(summary))
+    if save_metrics:
+        put("metrics.json", _json(_metrics(result)))
+        put("communication.json", _json(_communication(result)))
+    put("config.resolved.yaml", config_yaml)
+    if save_plots:
+        for name, png in plots.items():
+            put(f"plots/{name}", png)
+
+    from velocity.experiments.report import render_report
+
+    report_summary = {key: value for key, value in summary.items() if key != "written_at"}
+    put(
+        "report.html",
+        render_report(
+            result,
+            plots,
+            summary=report_summary,
+            config_yaml=config_yaml,
+            plots_note=plots_note,
+        ),
+    )
+    return written

@@ -1,0 +1,198 @@
+"""``VelocityServer``: the researcher-facing facade over the round loop."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from velocity.errors import ConfigurationError
+from velocity.server.checkpoint import CheckpointStore
+from velocity.server.simulation import Simulation, SimulationSettings
+from velocity.sim.population import ClientPopulation
+from velocity.sim.quadratic import QuadraticClients
+from velocity.strategies import FedAvg, parse_strategy, to_dict
+from velocity.types import ParamSpec
+
+__all__ = ["VelocityServer"]
+
+
+class VelocityServer:
+    """High-level orchestrator of a federated experiment (the seed's public API).
+
+    Parameters
+    ----------
+    model_id : str
+        A model of :mod:`velocity.models` (``"mnist-cnn"``, ``"mnist-2nn"``, ``"logreg"``, ...).
+    dataset : str
+        A dataset of :mod:`velocity.data` (``"mnist"``, ``"fashion_mnist"``, ...).
+    strategy : Strategy, optional
+        How updates are aggregated; ``FedAvg()`` when omitted. A name or dict is parsed with
+        :func:`velocity.strategies.parse_strategy`.
+    storage : str
+        Where a checkpoint is written after every round (fsspec URI; ``"local://dir"`` for a
+        local folder, ``"memory://dir"`` in tests). Checkpoints sit in a sub-folder named by
+        a fingerprint of the constructor's settings, so a server built with the same settings
+        resumes from the latest checkpoint and a different experiment never does.
+    layer_shapes : dict of str to int, optional
+        Parameter sizes of a model to simulate without data: aggregation-only rounds on a
+        synthetic heterogeneous quadratic objective (:class:`velocity.sim.QuadraticClients`),
+        so ``global_loss`` stays meaningful. ``model_id`` and ``dataset`` are then labels.
+    num_clients, seed, data_dir, partitioning, alpha, client_fraction, train_config
+        Keyword-only simulation settings (defaults: 10 clients, seed 0, IID partition, every
+        client each round, ``TrainConfig()`` local training).
+
+    Examples
+    --------
+    >>> from velocity import VelocityServer, Krum
+    >>> server = VelocityServer("toy", "none", Krum(f=1), storage="memory://doc",
+    ...                         layer_shapes={"w": 4, "b": 2}, num_clients=6)
+    >>> rounds = server.run(min_clients=6, rounds=2)
+    >>> [r["round"] for r in rounds], rounds[1]["num_clients"]
+    ([1, 2], 6)
+    >>> sorted(server.global_weights)
+    ['b', 'w']
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        dataset: str,
+        strategy: Any = None,
+        storage: str = "local://checkpoints",
+        layer_shapes: dict[str, int] | None = None,
+        *,
+        num_clients: int = 10,
+        seed: int = 0,
+        data_dir: str | None = None,
+        partitioning: str = "iid",
+        alpha: float = 0.5,
+        client_fraction: float = 1.0,
+        train_config: Any = None,
+    ) -> None:
+        if not isinstance(model_id, str) or not isinstance(dataset, str):
+            raise ConfigurationError("VelocityServer: model_id and dataset must be strings")
+        self.model_id, self.dataset = model_id, dataset
+        self.strategy = FedAvg() if strategy is None else parse_strategy(strategy)
+        self._attacks: list[Any] = []
+        settings = SimulationSettings(seed=seed, client_fraction=client_fraction)
+        fingerprint = {
+            "model_id": model_id,
+            "dataset": dataset,
+            "strategy": to_dict(self.strategy),
+            "layer_shapes": layer_shapes,
+            "num_clients": num_clients,
+            "seed": seed,
+            "partitioning": partitioning,
+            "alpha": alpha,
+            "client_fraction": client_fraction,
+            "train_config": repr(train_config),
+        }
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+        self._store = CheckpointStore(f"{storage.rstrip('/')}/{key}")
+        self._quadratic: QuadraticClients | None = None
+        if layer_shapes is not None:
+            self._simulation = self._quadratic_simulation(layer_shapes, num_clients, settings)
+        else:
+            from velocity.client import TrainConfig
+            from velocity.server.builder import make_simulation
+
+            self._simulation = make_simulation(
+                dataset=dataset,
+                model_id=model_id,
+                strategy=self.strategy,
+                num_clients=num_clients,
+                settings=settings,
+                train_config=TrainConfig() if train_config is None else train_config,
+                partitioning=partitioning,
+                alpha=alpha,
+                data_dir=data_dir,
+            ).simulation
+        if self._store.latest() is not None:
+            self._simulation.restore(*self._store.load())
+
+    def _quadratic_simulation(
+        self, layer_shapes: dict[str, int], num_clients: int, settings: SimulationSettings
+    ) -> Simulation:
+        if not layer_shapes or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in layer_shapes.values()
+        ):
+            raise ConfigurationError(
+                "VelocityServer: layer_shapes must map parameter names to sizes >= 1; "
+                f"got {layer_shapes!r}"
+            )
+        spec = ParamSpec.from_sizes(layer_shapes)
+        provider = QuadraticClients(spec.d, seed=settings.seed, num_clients=num_clients)
+        self._quadratic = provider
+        offsets = torch.arange(num_clients + 1, dtype=torch.int64) * provider.samples
+        population = ClientPopulation(torch.arange(int(offsets[-1])), offsets)
+
+        def evaluate(params: torch.Tensor) -> tuple[float, float]:
+            return provider.loss(params), float("nan")
+
+        return Simulation(
+            provider=provider,
+            population=population,
+            spec=spec,
+            init_params=torch.zeros(spec.d),
+            strategy=self.strategy,
+            settings=settings,
+            evaluate=evaluate,
+        )
+
+    def run(self, min_clients: int = 1, rounds: int = 1) -> list[dict[str, Any]]:
+        """Execute ``rounds`` rounds with at least ``min_clients`` clients selected in each.
+
+        Returns one dict per round with ``round``, ``num_clients`` (clients whose updates
+        were aggregated), ``global_loss`` (the global model's test loss; the quadratic
+        objective with ``layer_shapes``), ``attack_results`` and ``selected_client_ids``,
+        plus ``global_accuracy``, ``dropped`` and ``bytes_up``/``bytes_down``.
+        """
+        if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
+            raise ConfigurationError(f"run: min_clients must be an int >= 1; got {min_clients!r}")
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise ConfigurationError(f"run: rounds must be an int >= 0; got {rounds!r}")
+        population = self._simulation.population.num_clients
+        if min_clients > population:
+            raise ConfigurationError(
+                f"run: min_clients={min_clients} exceeds the {population} registered clients"
+            )
+        sim = self._simulation
+        sim.settings = replace(sim.settings, min_clients=min_clients)
+        out = []
+        for _ in range(rounds):
+            record = sim.run_round()
+            tensors, meta = sim.state()
+            self._store.save(record.round, tensors, meta)
+            out.append(self._round_dict(record))
+        return out
+
+    @staticmethod
+    def _round_dict(record: Any) -> dict[str, Any]:
+        acc = record.global_accuracy
+        return {
+            "round": record.round,
+            "num_clients": len(record.participated),
+            "global_loss": record.global_loss
+            if record.global_loss is not None
+            else record.train_loss,
+            "attack_results": [],
+            "selected_client_ids": list(record.selected),
+            "global_accuracy": None if acc is None or acc != acc else acc,
+            "dropped": list(record.dropped),
+            "bytes_up": record.bytes_up,
+            "bytes_down": record.bytes_down,
+        }
+
+    @property
+    def global_weights(self) -> dict[str, list[float]]:
+        """Current global model weights after the last completed round."""
+        return self._simulation.spec.to_lists(self._simulation.global_params)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """JSON-decoded list of all completed round summaries."""
+        return [json.loads(json.dumps(self._round_dict(r))) for r in self._simulation.records]

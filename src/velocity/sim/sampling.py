@@ -1,0 +1,92 @@
+"""Who takes part in a round: client sampling, dropout and stragglers.
+
+Every decision draws from a generator derived from ``(seed, round, client, purpose)``
+(:mod:`velocity._random`), so a client's fate in a round does not depend on which other clients
+were selected or in which order they are processed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from velocity._random import numpy_rng
+from velocity.errors import ConfigurationError
+
+__all__ = ["DropoutModel", "StragglerModel", "select_clients"]
+
+
+def select_clients(
+    num_clients: int, fraction: float, min_clients: int, *, seed: int, round_: int
+) -> np.ndarray:
+    """Indices (sorted) of the clients selected in ``round_``, drawn without replacement.
+
+    ``max(min_clients, ⌊fraction · num_clients⌋)`` clients, capped at ``num_clients`` — the
+    rule of McMahan et al. 2017 (``m = max(C·K, 1)``) with Flower's ``min_fit_clients``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigurationError(f"client_fraction must be in (0, 1]; got {fraction}")
+    k = min(num_clients, max(min_clients, 1, math.floor(fraction * num_clients + 1e-9)))
+    if k == num_clients:
+        return np.arange(num_clients)
+    rng = numpy_rng(seed, round_, "select")
+    return np.sort(rng.choice(num_clients, size=k, replace=False))
+
+
+@dataclass(frozen=True)
+class DropoutModel:
+    """Each selected client independently fails to return an update with probability ``rate``."""
+
+    rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate < 1.0:
+            raise ConfigurationError(f"dropout_rate must be in [0, 1); got {self.rate}")
+
+    def dropped(self, client: int, *, seed: int, round_: int) -> bool:
+        if self.rate == 0.0:
+            return False
+        return bool(numpy_rng(seed, round_, client, "dropout").random() < self.rate)
+
+
+@dataclass(frozen=True)
+class StragglerModel:
+    """Per-round client delays and a round deadline: late clients are stragglers.
+
+    A client's delay (seconds of simulated time) is drawn from ``distribution`` with mean
+    ``mean_s``: ``"lognormal"`` (shape ``sigma``), ``"exponential"`` or ``"uniform"`` on
+    ``[0, 2·mean_s]``. Clients whose delay exceeds ``deadline_s`` miss the round.
+    """
+
+    deadline_s: float
+    distribution: Literal["lognormal", "exponential", "uniform"] = "lognormal"
+    mean_s: float = 1.0
+    sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.deadline_s > 0:
+            raise ConfigurationError(f"straggler deadline_s must be > 0; got {self.deadline_s}")
+        if not self.mean_s > 0:
+            raise ConfigurationError(f"straggler delay_mean_s must be > 0; got {self.mean_s}")
+        if self.sigma < 0:
+            raise ConfigurationError(f"straggler delay_sigma must be >= 0; got {self.sigma}")
+        if self.distribution not in ("lognormal", "exponential", "uniform"):
+            raise ConfigurationError(
+                "straggler delay_distribution must be one of 'lognormal', 'exponential', "
+                f"'uniform'; got {self.distribution!r}"
+            )
+
+    def delay(self, client: int, *, seed: int, round_: int) -> float:
+        rng = numpy_rng(seed, round_, client, "delay")
+        if self.distribution == "lognormal":
+            mu = math.log(self.mean_s) - self.sigma**2 / 2.0
+            return float(rng.lognormal(mu, self.sigma))
+        if self.distribution == "exponential":
+            return float(rng.exponential(self.mean_s))
+        return float(rng.uniform(0.0, 2.0 * self.mean_s))
+
+    def late(self, client: int, *, seed: int, round_: int) -> bool:
+        return self.delay(client, seed=seed, round_=round_) > self.deadline_s
