@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the main job.
-# Until the simulation engine lands, the main job lists the aggregation strategies and runs
-# one robust aggregation on real data shapes; later it becomes `velocity run --config ...`.
+# Set up (scripts/setup.sh) and run the main job: FedAvg on real MNIST (configs/baseline.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-velocity strategies
+if [ -z "${VELOCITY_DATA:-}" ] && [ -d ../shared/data ]; then
+    export VELOCITY_DATA="$(cd ../shared/data && pwd)"
+fi
+velocity run --config configs/baseline.yaml "$@"

@@ -6,7 +6,18 @@ import importlib
 
 import pytest
 
-MODULES = ["velocity", "velocity.kernels", "velocity.strategies", "velocity.errors"]
+MODULES = [
+    "velocity",
+    "velocity.kernels",
+    "velocity.strategies",
+    "velocity.errors",
+    "velocity.data",
+    "velocity.models",
+    "velocity.client",
+    "velocity.sim",
+    "velocity.server",
+    "velocity.experiments",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -58,7 +58,7 @@ def build_simulation(config: Any, *, seed: int) -> Any:
         ),
         train_config=TrainConfig(
             batch_size=client.batch_size,
-            local_epochs=client.local_epochs,
+            local_epochs=client.local_epochs or 1,  # unset when local_steps is given
             local_steps=client.local_steps,
             lr=client.lr,
             momentum=client.momentum,
