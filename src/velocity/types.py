@@ -37,7 +37,7 @@ from torch import Tensor
 
 from velocity.errors import ValidationError
 
-__all__ = ["ClientUpdate", "ParamSpec", "RoundSummary"]
+__all__ = ["ClientUpdate", "ParamSpec", "RoundSummary", "tensor_digest"]
 
 #: Largest magnitude up to which every integer is exactly representable in float32.
 MAX_EXACT_INT = 2**24
@@ -416,6 +416,12 @@ class ParamSpec:
 # ---------------------------------------------------------------------- helpers
 
 
+def tensor_digest(tensor: Tensor) -> str:
+    """SHA-256 (hex) of ``tensor`` as little-endian float32 bytes (updates, global models)."""
+    array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(array.astype("<f4", copy=False).tobytes()).hexdigest()
+
+
 def _check_count(owner: str, name: str, value: object) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
         raise ValidationError(f"{owner}.{name} must be an int; got {value!r}")
@@ -562,8 +568,7 @@ class ClientUpdate:
         >>> ClientUpdate("c", 1, torch.zeros(1)).compute_digest()[:16]
         'df3f619804a92fdb'
         """
-        array = self.delta.detach().to("cpu", torch.float32).contiguous().numpy()
-        return hashlib.sha256(array.astype("<f4", copy=False).tobytes()).hexdigest()
+        return tensor_digest(self.delta)
 
     def verify_digest(self) -> bool:
         """Whether :attr:`digest` is present and matches the delta (False if absent)."""

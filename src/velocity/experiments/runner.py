@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from velocity.sim.records import RoundRecord
+from velocity.types import tensor_digest
 
 __all__ = ["build_simulation", "model_digest", "run_experiment"]
 
@@ -19,8 +19,7 @@ OnRound = Callable[[RoundRecord], None]
 
 def model_digest(params: torch.Tensor) -> str:
     """SHA-256 of the flat float32 parameters (little-endian bytes)."""
-    data = params.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4")
-    return hashlib.sha256(data.tobytes()).hexdigest()
+    return tensor_digest(params)
 
 
 def build_simulation(config: Any, *, seed: int) -> Any:

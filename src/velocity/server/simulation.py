@@ -133,14 +133,16 @@ class Simulation:
         ids = self.population.client_id
         aggregation: Mapping[str, Any] = {}
         results: list[ClientResult] = []
+        train_loss: float | None = None
         if active:
             rows = self._rows(len(active))
             results = self.provider.train_round(round_, active, self.core.global_params, rows)
+            train_loss = _weighted_loss(results)
             summary = self.core.aggregate_stacked(
                 rows,
                 [r.num_samples for r in results],
                 [ids(c) for c in active],
-                global_loss=_weighted_loss(results),
+                global_loss=train_loss,
                 generator=torch_generator(self.settings.seed, round_, "aggregate"),
             )
             aggregation = summary.metrics
@@ -164,7 +166,7 @@ class Simulation:
             stragglers=tuple(ids(c) for c in late),
             global_loss=loss,
             global_accuracy=acc,
-            train_loss=_weighted_loss(results),
+            train_loss=train_loss,
             client_accuracy={
                 ids(r.client): float(r.metrics["accuracy"])
                 for r in results
