@@ -658,6 +658,20 @@ class Orchestrator:
         self._history.append(summary)
         return summary
 
+    def annotate_last(self, attack_results: Sequence[Mapping[str, Any]]) -> None:
+        """Attach the last round's attack results (known only after aggregation) to its summary."""
+        if not self._history:
+            raise ValidationError("annotate_last: no round has been aggregated yet")
+        last = self._history[-1]
+        self._history[-1] = RoundSummary(
+            round=last.round,
+            num_clients=last.num_clients,
+            global_loss=last.global_loss,
+            attack_results=tuple(attack_results),
+            selected_client_ids=last.selected_client_ids,
+            metrics=dict(last.metrics),
+        )
+
     def load_state(
         self,
         params: Tensor,

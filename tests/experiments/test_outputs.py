@@ -70,6 +70,7 @@ RECORD_KEYS = {
     "bytes_down",
     "duration_s",
     "aggregation",
+    "attack_results",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -16,6 +16,9 @@ from velocity.errors import ConfigurationError
 from velocity.sim.population import ClientPopulation
 from velocity.sim.provider import ClientResult, UpdateProvider
 from velocity.sim.records import RoundRecord
+
+if TYPE_CHECKING:
+    from velocity.attacks import Assignment, AttackPlan
 from velocity.sim.sampling import DropoutModel, StragglerModel, select_clients
 from velocity.types import ParamSpec
 
@@ -23,6 +26,9 @@ __all__ = ["Simulation", "SimulationSettings", "serialized_size"]
 
 Evaluator = Callable[[Tensor], tuple[float, float]]
 """Maps flat global parameters to (test loss, test accuracy)."""
+
+TriggerEvaluator = Callable[[Tensor, Any], float]
+"""Maps flat global parameters and a backdoor attack to its attack success rate."""
 
 
 def serialized_size(spec: ParamSpec, params: Tensor) -> int:
@@ -77,6 +83,8 @@ class Simulation:
         strategy: Any,
         settings: SimulationSettings,
         evaluate: Evaluator | None = None,
+        attacks: AttackPlan | None = None,
+        backdoor_evaluate: TriggerEvaluator | None = None,
     ) -> None:
         self.provider = provider
         self.population = population
@@ -86,6 +94,8 @@ class Simulation:
         self.core = Orchestrator(init_params, strategy, spec=spec)
         self.dropout = DropoutModel(settings.dropout_rate)
         self.records: list[RoundRecord] = []
+        self.attacks = attacks
+        self.backdoor_evaluate = backdoor_evaluate
         self._stack = torch.empty(0, spec.d, dtype=torch.float32)
         self._payload = serialized_size(spec, self.core.global_params)
 
@@ -134,14 +144,24 @@ class Simulation:
         aggregation: Mapping[str, Any] = {}
         results: list[ClientResult] = []
         train_loss: float | None = None
+        attack_round: _AttackRound | None = None
+        participated = [ids(c) for c in active]
         if active:
-            rows = self._rows(len(active))
-            results = self.provider.train_round(round_, active, self.core.global_params, rows)
-            train_loss = _weighted_loss(results)
+            assignments = self.attacks.assign(round_, active) if self.attacks else []
+            if assignments:
+                attack_round = _AttackRound(self, round_, active, assignments)
+                rows, counts, participated, results = attack_round.run()
+                honest = [r for r in results if r.client not in attack_round.adversarial]
+                train_loss = _weighted_loss(honest)
+            else:
+                rows = self._rows(len(active))
+                results = self.provider.train_round(round_, active, self.core.global_params, rows)
+                counts = [r.num_samples for r in results]
+                train_loss = _weighted_loss(results)
             summary = self.core.aggregate_stacked(
                 rows,
-                [r.num_samples for r in results],
-                [ids(c) for c in active],
+                counts,
+                participated,
                 global_loss=train_loss,
                 generator=torch_generator(self.settings.seed, round_, "aggregate"),
             )
@@ -156,12 +176,20 @@ class Simulation:
             )
             aggregation = {"skipped": "no client returned an update"}
         loss = acc = None
-        if self.evaluate is not None and (round_ % self.settings.eval_every == 0 or round_ == 1):
+        evaluated = self.evaluate is not None and (
+            round_ % self.settings.eval_every == 0 or round_ == 1
+        )
+        if evaluated:
+            assert self.evaluate is not None
             loss, acc = self.evaluate(self.core.global_params)
+        attack_results: tuple[Mapping[str, Any], ...] = ()
+        if attack_round is not None:
+            attack_results = attack_round.results(aggregation, evaluated)
+            self.core.annotate_last(attack_results)
         record = RoundRecord(
             round=round_,
             selected=tuple(ids(c) for c in selected),
-            participated=tuple(ids(c) for c in active),
+            participated=tuple(participated),
             dropped=tuple(ids(c) for c in dropped),
             stragglers=tuple(ids(c) for c in late),
             global_loss=loss,
@@ -172,10 +200,11 @@ class Simulation:
                 for r in results
                 if "accuracy" in r.metrics
             },
-            bytes_up=self._payload * len(active),
+            bytes_up=self._payload * len(participated),
             bytes_down=self._payload * len(selected),
             duration_s=time.perf_counter() - start,
             aggregation=aggregation,
+            attack_results=attack_results,
         )
         self.records.append(record)
         return record
@@ -246,4 +275,133 @@ def _record_from_dict(d: Mapping[str, Any]) -> RoundRecord:
         bytes_down=int(d["bytes_down"]),
         duration_s=float(d["duration_s"]),
         aggregation=dict(d["aggregation"]),
+        attack_results=tuple(dict(a) for a in d.get("attack_results", ())),
     )
+
+
+class _AttackRound:
+    """The adversarial part of one round: who trains, what gets crafted, what is reported.
+
+    Rows are laid out ``[honest | adversaries that train | adversaries that only craft |
+    Sybil identities]``, so the honest updates are one view (``rows[:h]``) that omniscient
+    attacks read without a copy. Each attack draws from a generator derived from
+    ``(seed, round, "attack", spec index)``.
+    """
+
+    def __init__(
+        self, sim: Simulation, round_: int, active: list[int], assignments: list[Assignment]
+    ) -> None:
+        self.sim = sim
+        self.round = round_
+        self.active = active
+        self.assignments = assignments
+        self.adversarial = {c for a in assignments for c in a.clients}
+        self.severity: dict[int, float] = {}
+        self.ids: dict[int, list[str]] = {}
+
+    def run(self) -> tuple[Tensor, list[int], list[str], list[ClientResult]]:
+        sim = self.sim
+        ids = sim.population.client_id
+        honest = [c for c in self.active if c not in self.adversarial]
+
+        def trains(a: Assignment) -> bool:
+            return a.spec.attack.kind == "data" or a.spec.attack.needs_own
+
+        trained_adv = [c for a in self.assignments if trains(a) for c in a.clients]
+        crafted_only = [c for a in self.assignments if not trains(a) for c in a.clients]
+        extra = sum(a.extra for a in self.assignments)
+        train = honest + trained_adv
+        total = len(train) + len(crafted_only) + extra
+        rows = sim._rows(total)
+        from velocity.attacks import DataAttack
+
+        poison: dict[int, DataAttack] = {
+            c: a.spec.attack
+            for a in self.assignments
+            if isinstance(a.spec.attack, DataAttack)
+            for c in a.clients
+        }
+        results = sim.provider.train_round(
+            self.round, train, sim.core.global_params, rows[: len(train)], poison=poison or None
+        )
+        counts = [r.num_samples for r in results]
+        honest_counts = counts[: len(honest)]
+        claimed = round(sum(honest_counts) / len(honest_counts)) if honest_counts else 1
+        sizes = sim.population.sizes()
+        position = {c: i for i, c in enumerate(train)}
+        next_free = len(train)
+        names = [ids(c) for c in train]
+        sybils = 0
+        for a in self.assignments:
+            attack = a.spec.attack
+            if attack.kind == "data":
+                self.severity[a.index] = attack.severity()
+                self.ids[a.index] = [ids(c) for c in a.clients]
+                continue
+            f = a.extra or len(a.clients)
+            if a.clients and trains(a):
+                first = position[a.clients[0]]
+                target = rows[first : first + f]
+                own: Tensor | None = target.clone()
+            else:
+                target = rows[next_free : next_free + f]
+                own = None
+                next_free += f
+                if a.extra:
+                    new = [f"sybil-{sybils + k}" for k in range(f)]
+                    sybils += f
+                    names.extend(new)
+                    counts.extend([claimed] * f)
+                else:
+                    names.extend(ids(c) for c in a.clients)
+                    counts.extend(int(sizes[c]) for c in a.clients)
+            from velocity.attacks import AttackContext
+
+            ctx = AttackContext(
+                honest=rows[: len(honest)],
+                own=own,
+                num_byzantine=f,
+                generator=torch_generator(sim.settings.seed, self.round, "attack", a.index),
+                num_participants=total,
+            )
+            target.copy_(attack.craft(ctx))  # type: ignore[attr-defined]
+            self.severity[a.index] = attack.severity_for(ctx)
+            self.ids[a.index] = names[-f:] if not trains(a) else [ids(c) for c in a.clients]
+        return rows, counts, names, results
+
+    def results(
+        self, aggregation: Mapping[str, Any], evaluated: bool
+    ) -> tuple[Mapping[str, Any], ...]:
+        from velocity.attacks import AttackResult, Backdoor
+
+        dropped = set(aggregation.get("dropped_nonfinite_clients", []))
+        out = []
+        for a in self.assignments:
+            attack = a.spec.attack
+            who = self.ids[a.index]
+            filtered = tuple(c for c in who if c in dropped)
+            text = (
+                f"{len(who)} {'new identities' if a.extra else 'adversarial clients'} ran "
+                f"{attack.describe()} in round {self.round}"
+            )
+            if filtered:
+                text += (
+                    f"; the aggregator dropped {len(filtered)} of their rows as non-finite "
+                    f"({', '.join(filtered)})"
+                )
+            metrics: dict[str, float] = {}
+            if isinstance(attack, Backdoor) and evaluated and self.sim.backdoor_evaluate:
+                rate = self.sim.backdoor_evaluate(self.sim.core.global_params, attack)
+                metrics["backdoor_success_rate"] = rate
+                text += f"; backdoor success rate {rate:.3f}"
+            result = AttackResult(
+                attack_type=attack.name,
+                clients_affected=len(who),
+                severity=self.severity[a.index],
+                description=text,
+                client_ids=tuple(who),
+                filtered=filtered,
+                metrics=metrics,
+            )
+            out.append(result.to_dict())
+        return tuple(out)

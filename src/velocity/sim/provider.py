@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from velocity._random import torch_generator
+from velocity.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from velocity.attacks import DataAttack
 
 __all__ = ["ClientResult", "SequentialClients", "UpdateProvider"]
 
@@ -30,13 +34,24 @@ class UpdateProvider(ABC):
     ``train_round`` trains the given clients from ``global_params`` and writes client
     ``clients[j]``'s update (new − global) into ``out[j]`` — a row of the round's preallocated
     ``(n, d)`` stack — returning one :class:`ClientResult` per client, in order.
+    ``poison`` maps some of the clients to a :class:`~velocity.attacks.DataAttack`: those
+    train on their poisoned data (``attack.poison``, generator derived from
+    ``(seed, round, client, "poison")``) and their update is multiplied by
+    ``attack.update_scale()``. Providers that cannot poison data raise
+    :class:`~velocity.errors.ConfigurationError` when it is non-empty.
     Implementations: :class:`SequentialClients` (this process, one after another); later
     vectorized, Ray and remote-node providers.
     """
 
     @abstractmethod
     def train_round(
-        self, round_: int, clients: Sequence[int], global_params: Tensor, out: Tensor
+        self,
+        round_: int,
+        clients: Sequence[int],
+        global_params: Tensor,
+        out: Tensor,
+        *,
+        poison: Mapping[int, DataAttack] | None = None,
     ) -> list[ClientResult]: ...
 
     def close(self) -> None:  # noqa: B027 (optional hook)
@@ -50,25 +65,68 @@ class SequentialClients(UpdateProvider):
     ``(seed, r, c, "train")``, so its update is the same whatever else runs in the round.
     """
 
-    def __init__(self, trainer: Any, x: Tensor, y: Tensor, population: Any, *, seed: int) -> None:
+    def __init__(
+        self,
+        trainer: Any,
+        x: Tensor,
+        y: Tensor,
+        population: Any,
+        *,
+        seed: int,
+        num_classes: int | None = None,
+    ) -> None:
         self.trainer = trainer
         self.x = x
         self.y = y
         self.population = population
         self.seed = seed
+        self.num_classes = num_classes
 
     def train_round(
-        self, round_: int, clients: Sequence[int], global_params: Tensor, out: Tensor
+        self,
+        round_: int,
+        clients: Sequence[int],
+        global_params: Tensor,
+        out: Tensor,
+        *,
+        poison: Mapping[int, DataAttack] | None = None,
     ) -> list[ClientResult]:
         results = []
         for row, client in enumerate(clients):
+            x, y, idx = self.x, self.y, self.population.indices(client)
+            attack = None if poison is None else poison.get(client)
+            if attack is not None:
+                x, y = attack.poison(
+                    self.x[idx],
+                    self.y[idx],
+                    num_classes=self._classes(),
+                    generator=torch_generator(self.seed, round_, client, "poison"),
+                )
+                idx = _arange_like(idx)
             res = self.trainer.train(
                 global_params,
-                self.x,
-                self.y,
-                self.population.indices(client),
+                x,
+                y,
+                idx,
                 generator=torch_generator(self.seed, round_, client, "train"),
                 out=out[row],
             )
+            if attack is not None and attack.update_scale() != 1.0:
+                out[row].mul_(attack.update_scale())
             results.append(ClientResult(client, res.num_samples, res.loss, dict(res.metrics)))
         return results
+
+    def _classes(self) -> int:
+        if self.num_classes is None:
+            if self.y.ndim != 1 or self.y.is_floating_point():
+                raise ConfigurationError(
+                    "data poisoning needs integer class labels; this dataset has none"
+                )
+            self.num_classes = int(self.y.max()) + 1
+        return self.num_classes
+
+
+def _arange_like(idx: Tensor) -> Tensor:
+    import torch
+
+    return torch.arange(idx.shape[0], dtype=idx.dtype, device=idx.device)

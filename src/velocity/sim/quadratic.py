@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from velocity._random import torch_generator
+from velocity.errors import ConfigurationError
 from velocity.sim.provider import ClientResult, UpdateProvider
+
+if TYPE_CHECKING:
+    from velocity.attacks import DataAttack
 
 __all__ = ["QuadraticClients"]
 
@@ -58,8 +63,20 @@ class QuadraticClients(UpdateProvider):
         return total / len(self.eval_ids)
 
     def train_round(
-        self, round_: int, clients: Sequence[int], global_params: Tensor, out: Tensor
+        self,
+        round_: int,
+        clients: Sequence[int],
+        global_params: Tensor,
+        out: Tensor,
+        *,
+        poison: Mapping[int, DataAttack] | None = None,
     ) -> list[ClientResult]:
+        if poison:
+            names = sorted({a.name for a in poison.values()})
+            raise ConfigurationError(
+                f"data-poisoning attacks ({', '.join(names)}) need a dataset; the synthetic "
+                "quadratic objective (layer_shapes) has no data to poison"
+            )
         results = []
         for row, client in enumerate(clients):
             a, c = self.objective(client)

@@ -20,7 +20,8 @@ class RoundRecord:
     (``None`` on rounds that were not evaluated); ``train_loss`` is the sample-weighted mean of
     the participants' local training losses; ``client_accuracy`` their local training
     accuracy. Bytes are real serialized sizes (safetensors) of the broadcast model and of
-    each uploaded update.
+    each uploaded update. ``attack_results`` holds one
+    :meth:`velocity.attacks.AttackResult.to_dict` per attack active in the round.
     """
 
     round: int
@@ -36,6 +37,7 @@ class RoundRecord:
     bytes_down: int
     duration_s: float
     aggregation: Mapping[str, Any] = field(default_factory=dict)
+    attack_results: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
@@ -55,6 +57,7 @@ class RoundRecord:
             "bytes_down": int(self.bytes_down),
             "duration_s": float(self.duration_s),
             "aggregation": _finite_or_none(_json_value(dict(self.aggregation))),
+            "attack_results": [_finite_or_none(dict(a)) for a in self.attack_results],
         }
 
 
