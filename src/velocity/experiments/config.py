@@ -9,7 +9,7 @@ and the values it accepts)::
     simulation:   partitioning, alpha, num_shards_per_client, dropout_rate,
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
     privacy, governance, async_fl, compression   (validated; enabled: true is not available yet)
-    attacks:      []                             (reserved; must stay empty in this version)
+    attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
 
 Every section is a pydantic model with ``extra="forbid"`` (a misspelt key is an error that
@@ -347,12 +347,24 @@ class ExperimentConfig(_Section):
 
     @field_validator("attacks")
     @classmethod
-    def _no_attacks(cls, attacks: list[Any]) -> list[Any]:
-        if attacks:
-            raise ValueError(
-                "attacks are not available yet in this version (planned); leave attacks empty"
-            )
-        return attacks
+    def _check_attacks(cls, attacks: list[Any]) -> list[Any]:
+        from velocity.attacks import AttackSpec
+
+        problems = []
+        for i, item in enumerate(attacks):
+            if not isinstance(item, dict):
+                problems.append(
+                    f"[{i}] must be a mapping like {{type: little, fraction: 0.2}}; "
+                    f"got {_show(item)}"
+                )
+                continue
+            try:
+                AttackSpec.from_dict(item)
+            except ValueError as error:
+                problems.append(f"[{i}] {error}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return copy.deepcopy(attacks)
 
     @model_validator(mode="after")
     def _check_across_fields(self) -> ExperimentConfig:
@@ -374,6 +386,10 @@ class ExperimentConfig(_Section):
                 "simulation.partitioning: 'natural' needs a dataset that is already split by "
                 f"client ({', '.join(_NATURAL_DATASETS)}); got dataset {self.dataset!r}"
             )
+        try:
+            self.attack_plan()
+        except ValueError as error:
+            problems.append(f"attacks: {error}")
         mu = _fedprox_mu(self.strategy_obj())
         if mu is not None:
             explicit = "prox_mu" in self.client.model_fields_set
@@ -397,6 +413,24 @@ class ExperimentConfig(_Section):
 
         return parse_strategy(self.strategy)
 
+    def attack_specs(self) -> list[Any]:
+        """The :class:`velocity.attacks.AttackSpec` objects built from :attr:`attacks`."""
+        from velocity.attacks import AttackSpec
+
+        return [AttackSpec.from_dict(item) for item in self.attacks]
+
+    def attack_plan(self) -> Any:
+        """The :class:`velocity.attacks.AttackPlan` of this run (adversaries resolved)."""
+        from velocity.attacks import AttackPlan
+        from velocity.sim.population import client_index
+
+        return AttackPlan(
+            num_clients=self.training.num_clients,
+            seed=self.seed,
+            index_of=client_index,
+            specs=self.attack_specs(),
+        )
+
     def resolved(self) -> dict[str, Any]:
         """Every field with defaults filled, as plain JSON/YAML types.
 
@@ -406,8 +440,9 @@ class ExperimentConfig(_Section):
         """
         from velocity.strategies import to_dict
 
-        data = self.model_dump(mode="json", exclude={"strategy"})
+        data = self.model_dump(mode="json", exclude={"strategy", "attacks"})
         data["strategy"] = _plain(to_dict(self.strategy_obj()))
+        data["attacks"] = [_plain(spec.to_dict()) for spec in self.attack_specs()]
         ordered = {key: data[key] for key in type(self).model_fields}
         result: dict[str, Any] = _plain(ordered)
         return result

@@ -68,6 +68,7 @@ def build_simulation(config: Any, *, seed: int) -> Any:
         alpha=sim_cfg.alpha,
         num_shards_per_client=sim_cfg.num_shards_per_client,
         data_dir=config.data_dir,
+        attacks=config.attack_specs(),
     )
 
 

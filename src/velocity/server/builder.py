@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +39,18 @@ def make_simulation(
     alpha: float = 0.5,
     num_shards_per_client: int = 2,
     data_dir: str | None = None,
+    attacks: Sequence[Any] = (),
 ) -> Federation:
-    """Load data, partition it, build model and trainer, and the round loop over them."""
+    """Load data, partition it, build model and trainer, and the round loop over them.
+
+    ``attacks`` are :class:`velocity.attacks.AttackSpec` objects; their adversaries are
+    resolved against the population and ``settings.seed``.
+    """
+    from velocity.attacks import AttackPlan
     from velocity.client import Trainer
     from velocity.data import load_dataset, partition
     from velocity.models import build_model
+    from velocity.sim.population import client_index
 
     seed = settings.seed
     train = load_dataset(dataset, split="train", data_dir=data_dir)
@@ -71,14 +79,27 @@ def make_simulation(
         loss, acc = trainer.evaluate(params, test.x, test.y)
         return float(loss), float(acc)
 
+    def backdoor_success(params: torch.Tensor, attack: Any) -> float:
+        keep = test.y != attack.target
+        x = attack.apply_trigger(test.x[keep])
+        y = torch.full_like(test.y[keep], attack.target)
+        return float(trainer.evaluate(params, x, y)[1])
+
+    plan = AttackPlan(
+        num_clients=population.num_clients, seed=seed, index_of=client_index, specs=list(attacks)
+    )
     simulation = Simulation(
-        provider=SequentialClients(trainer, train.x, train.y, population, seed=seed),
+        provider=SequentialClients(
+            trainer, train.x, train.y, population, seed=seed, num_classes=train.num_classes
+        ),
         population=population,
         spec=spec,
         init_params=init,
         strategy=strategy,
         settings=settings,
         evaluate=evaluate,
+        attacks=plan,
+        backdoor_evaluate=backdoor_success,
     )
     shown = min(population.num_clients, 1000)
     hist = part.label_histogram(train.y, train.num_classes)[:shown]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -77,7 +78,6 @@ class VelocityServer:
             raise ConfigurationError("VelocityServer: model_id and dataset must be strings")
         self.model_id, self.dataset = model_id, dataset
         self.strategy = FedAvg() if strategy is None else parse_strategy(strategy)
-        self._attacks: list[Any] = []
         settings = SimulationSettings(seed=seed, client_fraction=client_fraction)
         fingerprint = {
             "model_id": model_id,
@@ -133,6 +133,9 @@ class VelocityServer:
         def evaluate(params: torch.Tensor) -> tuple[float, float]:
             return provider.loss(params), float("nan")
 
+        from velocity.attacks import AttackPlan
+        from velocity.sim.population import client_index
+
         return Simulation(
             provider=provider,
             population=population,
@@ -141,6 +144,7 @@ class VelocityServer:
             strategy=self.strategy,
             settings=settings,
             evaluate=evaluate,
+            attacks=AttackPlan(num_clients=num_clients, seed=settings.seed, index_of=client_index),
         )
 
     def run(self, min_clients: int = 1, rounds: int = 1) -> list[dict[str, Any]]:
@@ -170,6 +174,76 @@ class VelocityServer:
             out.append(self._round_dict(record))
         return out
 
+    def simulate_attack(
+        self,
+        attack_type: str,
+        *,
+        intensity: float = 0.1,
+        count: int = 1,
+        fraction: float = 0.1,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue an attack for the next round (callable before or after :meth:`run`).
+
+        ``attack_type`` is one of :data:`velocity.attacks.VALID_ATTACKS` (``model_poisoning``,
+        ``sybil_nodes``, ``gaussian_noise``, ``label_flipping``) or any other attack of
+        :data:`velocity.attacks.ATTACKS`. ``intensity`` sets the attack's strength parameter
+        (boost, Sybil scale, noise σ, flip rate; see ``docs/robustness.md``); attacks without
+        one take their settings in ``params``. ``count`` is the number of Sybil identities
+        (``sybil_nodes`` only); ``fraction`` the share of the next round's participants that
+        attack (at least one; not for ``sybil_nodes``). The round's ``attack_results`` report
+        what happened.
+
+        Raises
+        ------
+        ConfigurationError
+            For an unknown attack or parameter (the message lists the valid ones), or a
+            setting that does not apply to the attack.
+        """
+        from velocity.attacks import AttackSpec, SybilNodes, attack_class, parse_attack
+
+        cls = attack_class(attack_type)
+        settings = dict(params or {})
+        if not isinstance(intensity, int | float) or isinstance(intensity, bool):
+            raise ConfigurationError(
+                f"simulate_attack: intensity must be a number; got {intensity!r}"
+            )
+        if cls.kind == "data" and self._quadratic is not None:
+            raise ConfigurationError(
+                f"simulate_attack: {cls.name} poisons training data; a layer_shapes server "
+                "(synthetic quadratic objective) has none"
+            )
+        field = cls.intensity_field
+        if field is not None:
+            if field in settings:
+                raise ConfigurationError(
+                    f"simulate_attack: {cls.name}'s intensity is its {field!r}; give it once"
+                )
+            settings[field] = intensity
+        elif intensity != 0.1:
+            raise ConfigurationError(
+                f"simulate_attack: {cls.name} has no intensity; set its parameters with params="
+            )
+        sybil = issubclass(cls, SybilNodes)
+        if sybil:
+            settings["count"] = count
+        elif count != 1:
+            raise ConfigurationError(
+                f"simulate_attack: count is the number of sybil_nodes identities; {cls.name} "
+                "attacks with a fraction of the round's participants"
+            )
+        attack = parse_attack({"type": cls.name, **settings})
+        next_round = self._simulation.round + 1
+        spec = AttackSpec(
+            attack,
+            fraction=None if sybil else fraction,
+            per_round=not sybil,
+            start_round=next_round,
+            end_round=next_round,
+        )
+        assert self._simulation.attacks is not None
+        self._simulation.attacks.add(spec)
+
     @staticmethod
     def _round_dict(record: Any) -> dict[str, Any]:
         acc = record.global_accuracy
@@ -179,7 +253,7 @@ class VelocityServer:
             "global_loss": record.global_loss
             if record.global_loss is not None
             else record.train_loss,
-            "attack_results": [],
+            "attack_results": [dict(a) for a in record.attack_results],
             "selected_client_ids": list(record.selected),
             "global_accuracy": None if acc is None or acc != acc else acc,
             "dropped": list(record.dropped),

@@ -52,10 +52,7 @@ class ClientPopulation:
 
     def index_of(self, client_id: str) -> int:
         """Inverse of :meth:`client_id`."""
-        prefix = "client-"
-        if not client_id.startswith(prefix) or not client_id[len(prefix) :].isdigit():
-            raise ValidationError(f"unknown client id {client_id!r}")
-        index = int(client_id[len(prefix) :])
+        index = client_index(client_id)
         if not 0 <= index < self.num_clients:
             raise ValidationError(f"unknown client id {client_id!r}")
         return index
@@ -122,3 +119,15 @@ class VirtualPopulation:
 
     def sizes(self) -> Tensor:
         return torch.full((self._num_clients,), self._spc, dtype=torch.int64)
+
+
+def client_index(client_id: str) -> int:
+    """The population index in a client id: ``"client-0007"`` -> 7 (bounds not checked)."""
+    prefix = "client-"
+    if (
+        not isinstance(client_id, str)
+        or not client_id.startswith(prefix)
+        or not client_id[len(prefix) :].isdigit()
+    ):
+        raise ValidationError(f"unknown client id {client_id!r}; ids look like 'client-0007'")
+    return int(client_id[len(prefix) :])
