@@ -210,6 +210,65 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_robustness(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    from velocity.experiments.robustness import (
+        CellResult,
+        load_grid,
+        markdown_table,
+        run_grid,
+        write_grid,
+    )
+
+    grid = load_grid(args.config)
+    if args.rounds is not None and args.rounds < 1:
+        print(f"{_PROG}: configuration error: --rounds must be >= 1", file=sys.stderr)
+        return EXIT_CONFIG
+    target = Path(args.output_dir) if args.output_dir else Path(grid.base.output.dir) / grid.name
+    total = len(grid.cells())
+
+    def line(cell: CellResult, done: int, _: int) -> None:
+        acc = _fraction(cell.final_accuracy)
+        print(
+            f"[{done}/{total}] {cell.defence} vs {cell.attack}: accuracy {acc} "
+            f"({cell.wall_time_s:.1f} s)",
+            file=sys.stderr,
+        )
+
+    if args.no_progress:
+        results = run_grid(grid, rounds=args.rounds, on_cell=line)
+    else:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as progress:
+            task = progress.add_task(grid.name, total=total, last="")
+
+            def advance(cell: CellResult, done: int, _: int) -> None:
+                text = f"{cell.defence} vs {cell.attack}: {_fraction(cell.final_accuracy)}"
+                progress.update(task, completed=done, last=text)
+
+            results = run_grid(grid, rounds=args.rounds, on_cell=advance)
+    files = write_grid(grid, results, target)
+    print(markdown_table(grid, results), file=out)
+    for kind, path in files.items():
+        print(f"{kind}: {path}", file=out)
+    return EXIT_OK
+
+
 def _print_run_summary(result: Any, run_dir: Any, out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -317,6 +376,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     strategies.add_argument("--json", action="store_true", help="print JSON instead of a table")
     strategies.set_defaults(handler=_cmd_strategies)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks that run federations (robustness grid)",
+        description="Benchmarks that run whole federations.",
+    )
+    benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    robustness = benches.add_parser(
+        "robustness",
+        help="every attack against every defence on one federation",
+        description=(
+            "Run the grid of attacks x defences a grid YAML describes (see "
+            "docs/robustness.md) and write results.csv, results.md and heatmap.png to "
+            "<base.output.dir>/<name>/ (or --output-dir)."
+        ),
+    )
+    robustness.add_argument("--config", required=True, metavar="PATH", help="the grid YAML")
+    robustness.add_argument("--output-dir", metavar="DIR", help="where to write the tables")
+    robustness.add_argument("--rounds", type=int, metavar="N", help="override the rounds per cell")
+    robustness.add_argument(
+        "--no-progress", action="store_true", help="one line per cell on stderr instead of a bar"
+    )
+    robustness.set_defaults(handler=_cmd_bench_robustness)
 
     version = commands.add_parser(
         "version",

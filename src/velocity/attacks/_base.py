@@ -43,8 +43,22 @@ class AttackResult:
     filtered: tuple[str, ...] = ()
     metrics: Mapping[str, float] = field(default_factory=dict)
 
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.attack_type,
+                self.clients_affected,
+                self.severity,
+                self.description,
+                self.client_ids,
+                self.filtered,
+                tuple(sorted(self.metrics.items())),
+            )
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types; non-finite severities and metrics become ``None``."""
+        """Plain JSON types; non-finite severities and metrics become ``None`` (JSON has no
+        infinity), which :meth:`from_dict` reads back as NaN."""
 
         def num(v: float) -> float | None:
             return float(v) if math.isfinite(v) else None
@@ -215,7 +229,8 @@ class DataAttack(Attack):
     def poison(
         self, x: Tensor, y: Tensor, *, num_classes: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
-        """Poisoned copies of ``(x, y)`` (the inputs are not modified)."""
+        """Poisoned ``(x, y)``; the inputs are never modified (an unchanged one may be
+        returned as it is)."""
         if y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise ValidationError(
                 f"{self.name}: needs integer class labels y of shape (n,) matching x; got "

@@ -43,7 +43,8 @@ class LabelFlipping(DataAttack):
     ``round(rate · n)`` of the client's ``n`` examples, drawn with the round's derived
     generator, get label :math:`C - 1 - y` (Tolpegin et al. 2020, "Data Poisoning Attacks
     Against Federated Learning Systems"); the client then trains honestly on the poisoned
-    data. ``intensity`` of ``simulate_attack`` sets ``rate``. Severity: ``rate``.
+    data. ``intensity`` of ``simulate_attack`` sets ``rate``. Severity: ``rate``. (With an odd
+    number of classes the middle class maps to itself. ``round`` is Python's, half to even.)
     """
 
     name: ClassVar[str] = "label_flipping"
@@ -96,8 +97,9 @@ class Backdoor(DataAttack):
     r"""Pixel-pattern backdoor (Gu et al. 2017, "BadNets"; in FL, Bagdasaryan et al. 2020).
 
     A ``poison_fraction`` of the client's images get a ``trigger_size`` × ``trigger_size``
-    square stamped in the bottom-right corner (value ``trigger_value``; the image's maximum
-    when ``None``) and the label ``target``; the client trains on the mix and its update is
+    square stamped in the bottom-right corner (value ``trigger_value``; when ``None``, the
+    maximum pixel value of the data being poisoned or evaluated) and the label ``target``; the
+    client trains on the mix and its update is
     multiplied by ``boost`` (model replacement when ``boost ≈ N/f``). The attack's success is
     the *attack success rate*: the fraction of test images of other classes that the global
     model, given the trigger, classifies as ``target`` — reported each evaluated round as
@@ -118,8 +120,11 @@ class Backdoor(DataAttack):
         "boost": Real(low=0.0, low_open=True),
     }
 
-    def apply_trigger(self, x: Tensor) -> Tensor:
-        """A copy of the images ``x`` (``(n, H, W)`` or ``(n, C, H, W)``) with the trigger."""
+    def apply_trigger(self, x: Tensor, *, value: float | None = None) -> Tensor:
+        """A copy of the images ``x`` (``(n, H, W)`` or ``(n, C, H, W)``) with the trigger.
+
+        The trigger's value is ``trigger_value``, else ``value``, else the maximum of ``x``.
+        """
         if x.ndim not in (3, 4):
             raise ValidationError(
                 f"backdoor: needs images of shape (n, H, W) or (n, C, H, W); got {tuple(x.shape)}"
@@ -131,7 +136,10 @@ class Backdoor(DataAttack):
         out = x.clone()
         if out.numel() == 0:
             return out
-        value = float(x.max()) if self.trigger_value is None else self.trigger_value
+        if self.trigger_value is not None:
+            value = self.trigger_value
+        elif value is None:
+            value = float(x.max())
         out[..., h - k :, w - k :] = value
         return out
 
@@ -145,7 +153,7 @@ class Backdoor(DataAttack):
         idx = _chosen(y.shape[0], self.poison_fraction, generator).to(x.device)
         x2 = x.clone()
         y2 = y.clone()
-        x2[idx] = self.apply_trigger(x[idx])
+        x2[idx] = self.apply_trigger(x[idx], value=float(x.max()) if x.numel() else None)
         y2[idx] = self.target
         return x2, y2
 

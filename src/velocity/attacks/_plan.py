@@ -24,10 +24,11 @@ class AttackSpec:
     Exactly one of ``fraction`` and ``clients`` names the adversaries (not both, and
     neither for :class:`~velocity.attacks.SybilNodes`, whose ``count`` identities are added):
 
-    - ``fraction``: that share of the *registered* clients (``round(fraction × num_clients)``,
-      at least one), drawn once from the run seed — the same clients are adversarial in every
-      round and attack whenever they are selected; with ``per_round=True`` it is instead a
-      share of each round's participants (at least one), drawn per round;
+    - ``fraction``: that share of the *registered* clients (``round(fraction × num_clients)``;
+      an error when that is zero), drawn once from the run seed — the same clients are
+      adversarial in every round and attack whenever they are selected; with
+      ``per_round=True`` it is instead a share of each round's participants (at least one),
+      drawn per round;
     - ``clients``: client ids (``"client-0007"``) or population indices.
 
     The attack is active in rounds ``start_round`` … ``end_round`` (inclusive; ``None``: to
@@ -57,10 +58,19 @@ class AttackSpec:
                 "(their ids)"
             )
         if self.fraction is not None and (
-            isinstance(self.fraction, bool) or not 0.0 < float(self.fraction) <= 1.0
+            isinstance(self.fraction, bool)
+            or not isinstance(self.fraction, int | float)
+            or not 0.0 < float(self.fraction) <= 1.0
         ):
             raise ConfigurationError(
                 f"attack {name}: fraction must be in (0, 1]; got {self.fraction!r}"
+            )
+        if self.clients is not None and (
+            isinstance(self.clients, str) or not isinstance(self.clients, tuple | list)
+        ):
+            raise ConfigurationError(
+                f"attack {name}: clients must be a list of client ids or indices; "
+                f"got {self.clients!r}"
             )
         if self.clients is not None and len(self.clients) == 0:
             raise ConfigurationError(f"attack {name}: clients must not be empty")
@@ -91,10 +101,12 @@ class AttackSpec:
         plan_keys = {"fraction", "clients", "start_round", "end_round", "per_round"}
         attack = parse_attack({k: v for k, v in d.items() if k not in plan_keys})
         clients = d.get("clients")
+        if isinstance(clients, list):
+            clients = tuple(clients)
         return cls(
             attack=attack,
             fraction=d.get("fraction"),
-            clients=None if clients is None else tuple(clients),
+            clients=clients,
             start_round=d.get("start_round", 1),
             end_round=d.get("end_round"),
             per_round=bool(d.get("per_round", False)),

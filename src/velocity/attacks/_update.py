@@ -46,6 +46,11 @@ def _std(honest: Tensor) -> Tensor:
     return honest.to(torch.float64).std(dim=0, correction=1)
 
 
+def _sq_distances(g: Tensor) -> Tensor:
+    """Exact float64 pairwise squared distances (no Gram-matrix shortcut: equal rows give 0)."""
+    return torch.cdist(g, g, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+
+
 def _repeat(row: Tensor, f: int) -> Tensor:
     return row.to(torch.float32).unsqueeze(0).expand(f, -1).clone()
 
@@ -297,7 +302,7 @@ def _direction(kind: str, mu: Tensor, sigma: Tensor) -> Tensor:
 def _largest_root(a: float, b: float, c: float) -> float:
     """Largest γ >= 0 with ``a γ² + 2 b γ + c <= 0`` given ``c <= 0`` (``a >= 0``)."""
     if a <= 0.0:
-        return 0.0 if b >= 0 and c == 0 else (math.inf if b <= 0 else -c / (2 * b))
+        return 0.0  # p = 0: every γ gives the same row μ
     disc = max(b * b - a * c, 0.0)
     return max((-b + math.sqrt(disc)) / a, 0.0)
 
@@ -345,7 +350,7 @@ class MinMax(_Agnostic):
 
     def gamma(self, honest: Tensor) -> float:
         g, mu, p = self._parts(honest)
-        threshold = float(torch.cdist(g, g).max()) ** 2
+        threshold = float(_sq_distances(g).max())
         diff = mu - g  # (h, d)
         a = float(p @ p)
         roots = [
@@ -369,7 +374,7 @@ class MinSum(_Agnostic):
 
     def gamma(self, honest: Tensor) -> float:
         g, mu, p = self._parts(honest)
-        threshold = float((torch.cdist(g, g) ** 2).sum(dim=1).max())
+        threshold = float(_sq_distances(g).sum(dim=1).max())
         diff = mu - g
         h = g.shape[0]
         a = h * float(p @ p)

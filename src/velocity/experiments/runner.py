@@ -22,8 +22,11 @@ def model_digest(params: torch.Tensor) -> str:
     return tensor_digest(params)
 
 
-def build_simulation(config: Any, *, seed: int) -> Any:
-    """Wire the simulation described by ``config`` (an ``ExperimentConfig``)."""
+def build_simulation(config: Any, *, seed: int, datasets: tuple[Any, Any] | None = None) -> Any:
+    """Wire the simulation described by ``config`` (an ``ExperimentConfig``).
+
+    ``datasets`` (train, test) skips loading when the caller already holds them.
+    """
     from velocity.client import TrainConfig
     from velocity.server.builder import make_simulation
     from velocity.server.simulation import SimulationSettings
@@ -69,6 +72,7 @@ def build_simulation(config: Any, *, seed: int) -> Any:
         num_shards_per_client=sim_cfg.num_shards_per_client,
         data_dir=config.data_dir,
         attacks=config.attack_specs(),
+        datasets=datasets,
     )
 
 

@@ -40,6 +40,7 @@ def make_simulation(
     num_shards_per_client: int = 2,
     data_dir: str | None = None,
     attacks: Sequence[Any] = (),
+    datasets: tuple[Any, Any] | None = None,
 ) -> Federation:
     """Load data, partition it, build model and trainer, and the round loop over them.
 
@@ -53,8 +54,11 @@ def make_simulation(
     from velocity.sim.population import client_index
 
     seed = settings.seed
-    train = load_dataset(dataset, split="train", data_dir=data_dir)
-    test = load_dataset(dataset, split="test", data_dir=data_dir)
+    if datasets is not None:
+        train, test = datasets
+    else:
+        train = load_dataset(dataset, split="train", data_dir=data_dir)
+        test = load_dataset(dataset, split="test", data_dir=data_dir)
     part = partition(
         train.y,
         num_clients,
