@@ -303,3 +303,19 @@ def test_subset_rules_finish_n20_f4(name: str) -> None:
     expected = getattr(ref, name)(x.numpy(), 4)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got.numpy(), x[4:].mean(dim=0).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_coordinatewise_workers_do_not_change_the_callers_threads() -> None:
+    """Worker threads run torch single-threaded; the caller keeps its thread count.
+
+    (A torch op on a worker with the default count gives it an OpenMP team of its own, which
+    slowed every later torch op of the process 2-3x.)
+    """
+    from velocity.kernels import _coordinate
+
+    before = torch.get_num_threads()
+    _coordinate.coordinatewise(torch.randn(8, 300_000), lambda b: b[:, 4], out_dtype=torch.float32)
+    assert torch.get_num_threads() == before
+    if before > 1:
+        pool = _coordinate._executor(before)
+        assert pool.submit(torch.get_num_threads).result() == 1

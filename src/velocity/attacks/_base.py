@@ -196,14 +196,21 @@ class UpdateAttack(Attack):
 
     kind: ClassVar[Literal["update", "data"]] = "update"
 
-    def craft(self, ctx: AttackContext) -> Tensor:
-        """The ``(f, d)`` adversarial updates for this round (checked and float32)."""
+    def _check(self, ctx: AttackContext) -> None:
         if self.needs_honest and ctx.honest.shape[0] == 0:
             raise ValidationError(
                 f"{self.name}: needs at least one honest update in the round; got none"
             )
         if self.needs_own and ctx.own is None:
             raise ValidationError(f"{self.name}: needs the adversary's own honest updates")
+
+    def craft_with_severity(self, ctx: AttackContext) -> tuple[Tensor, float]:
+        """:meth:`craft` and :meth:`severity_for` together (one pass where they share work)."""
+        return self.craft(ctx), self.severity_for(ctx)
+
+    def craft(self, ctx: AttackContext) -> Tensor:
+        """The ``(f, d)`` adversarial updates for this round (checked and float32)."""
+        self._check(ctx)
         out = self._craft(ctx)
         if out.shape != (ctx.num_byzantine, ctx.dim):
             raise ValidationError(

@@ -47,8 +47,13 @@ def _std(honest: Tensor) -> Tensor:
 
 
 def _sq_distances(g: Tensor) -> Tensor:
-    """Exact float64 pairwise squared distances (no Gram-matrix shortcut: equal rows give 0)."""
-    return torch.cdist(g, g, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    """float64 pairwise squared distances from the Gram matrix (clamped at 0).
+
+    Rounding can leave equal rows a tiny positive distance apart; harmless here, because a
+    zero direction ``p`` gives ``γ = 0`` whatever the threshold.
+    """
+    sq = (g * g).sum(dim=1)
+    return (sq[:, None] + sq[None, :] - 2.0 * (g @ g.T)).clamp_min_(0.0)
 
 
 def _repeat(row: Tensor, f: int) -> Tensor:
@@ -325,8 +330,14 @@ class _Agnostic(UpdateAttack):
         return g, mu, p
 
     def _craft(self, ctx: AttackContext) -> Tensor:
+        return self.craft_with_severity(ctx)[0]
+
+    def craft_with_severity(self, ctx: AttackContext) -> tuple[Tensor, float]:
+        """The crafted rows and the round's ``γ``, computed once."""
+        self._check(ctx)
         _, mu, p = self._parts(ctx.honest)
-        return _repeat(mu + self.gamma(ctx.honest) * p, ctx.num_byzantine)
+        gamma = self.gamma(ctx.honest)
+        return _repeat(mu + gamma * p, ctx.num_byzantine), gamma
 
     def severity_for(self, ctx: AttackContext) -> float:
         """The round's ``γ``."""

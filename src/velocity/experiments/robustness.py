@@ -1,6 +1,6 @@
 """The robustness grid: every attack against every defence, one short federated run per cell.
 
-A grid file (``configs/robustness.yaml``) names a base experiment (the ``velocity run``
+A grid file (``configs/grids/robustness.yaml``) names a base experiment (the ``velocity run``
 schema, without ``strategy`` and ``attacks``), the share of Byzantine clients, the attacks
 (label -> attack; ``null`` for the no-attack reference) and the defences (label -> strategy,
 optionally restricted to some attacks). :func:`run_grid` runs each cell with the same seed,
@@ -12,6 +12,7 @@ success rate when a backdoor is in the grid). See ``docs/robustness.md``.
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from velocity.errors import VelocityError
 from velocity.experiments.config import (
     ExperimentConfig,
     InvalidConfigError,
@@ -90,6 +92,7 @@ class CellResult:
     nonfinite_dropped: int
     collapsed: bool
     wall_time_s: float
+    error: str | None = None
 
 
 def parse_grid(data: object, *, source: str | None = None) -> GridConfig:
@@ -234,6 +237,8 @@ def run_grid(
     on_cell: Callable[[CellResult, int, int], None] | None = None,
 ) -> list[CellResult]:
     """Run every cell (same seed, data and adversaries) and return their results in order."""
+    import torch
+
     from velocity.data import load_dataset
     from velocity.experiments.runner import build_simulation
 
@@ -249,14 +254,35 @@ def run_grid(
         start = time.perf_counter()
         config = grid.cell_config(attack, defence)
         federation = build_simulation(config, seed=config.seed, datasets=data)
-        records = federation.simulation.run(total)
-        results.append(_cell(attack, defence.label, records, time.perf_counter() - start))
+        simulation = federation.simulation
+        error: str | None = None
+        try:
+            simulation.run(total)
+        except VelocityError as exc:
+            # e.g. every update non-finite once the model has diverged: the cell collapsed
+            error = f"round {simulation.round + 1}: {exc}"
+        wall = time.perf_counter() - start
+        finite = bool(torch.isfinite(simulation.global_params).all())
+        results.append(_cell(attack, defence.label, simulation.records, wall, error, finite))
+        # The simulation's reference cycles would keep every finished cell's buffers alive
+        # until a full collection; freeing them now keeps later cells as fast as the first.
+        del federation, simulation
+        gc.collect()
         if on_cell is not None:
             on_cell(results[-1], i + 1, len(cells))
     return results
 
 
-def _cell(attack: str, defence: str, records: Sequence[Any], wall: float) -> CellResult:
+def _cell(
+    attack: str,
+    defence: str,
+    records: Sequence[Any],
+    wall: float,
+    error: str | None = None,
+    params_finite: bool = True,
+) -> CellResult:
+    """Summarise one cell; a cell whose model is non-finite or whose run failed collapsed
+    (its final accuracy is then ``None``)."""
     accs = [r.global_accuracy for r in records if r.global_accuracy is not None]
     losses = [r.global_loss for r in records if r.global_loss is not None]
     asr = None
@@ -270,10 +296,14 @@ def _cell(attack: str, defence: str, records: Sequence[Any], wall: float) -> Cel
     final = accs[-1] if accs else None
     final_loss = losses[-1] if losses else None
     collapsed = (
-        final is None
+        error is not None
+        or not params_finite
+        or final is None
         or not math.isfinite(final)
         or (final_loss is not None and not math.isfinite(final_loss))
     )
+    if collapsed:
+        final = None
     return CellResult(
         attack=attack,
         defence=defence,
@@ -284,6 +314,7 @@ def _cell(attack: str, defence: str, records: Sequence[Any], wall: float) -> Cel
         nonfinite_dropped=dropped,
         collapsed=bool(collapsed),
         wall_time_s=wall,
+        error=error,
     )
 
 
@@ -333,7 +364,9 @@ def markdown_table(grid: GridConfig, results: Sequence[CellResult]) -> str:
         f"{base.dataset}, {base.model_id}, {base.training.num_clients} clients "
         f"({base.simulation.partitioning}, alpha={base.simulation.alpha}), "
         f"{100 * grid.byzantine_fraction:.0f}% Byzantine, {base.training.num_rounds} rounds, "
-        f"seed {base.seed}. Final test accuracy (%); `—` = cell not run.",
+        f"seed {base.seed}. Final test accuracy (%); `—`: cell not run; `collapsed`: the "
+        "model became non-finite or every update did; `‡`: the aggregator dropped the "
+        "attackers' non-finite rows (said in each round's attack_results).",
         "",
         "| defence | " + " | ".join(attacks) + " |",
         "|---|" + "---|" * len(attacks),
@@ -344,8 +377,8 @@ def markdown_table(grid: GridConfig, results: Sequence[CellResult]) -> str:
         for a, v in zip(attacks, row, strict=True):
             r = by.get((a, d))
             text = "—" if r is None else _pct(v)
-            if r is not None and r.nonfinite_dropped:
-                text += " (inf dropped)"
+            if r is not None and r.nonfinite_dropped and not r.collapsed:
+                text += " ‡"
             cells.append(text)
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     asr = [r for r in results if r.backdoor_success_rate is not None]

@@ -1,7 +1,17 @@
-"""Server side: the round loop, checkpoints and the ``VelocityServer`` facade."""
+"""Server side: the round loop, checkpoints, the ``VelocityServer`` facade and ByzPy's
+parameter server."""
 
 from velocity.server.checkpoint import CheckpointStore
+from velocity.server.parameter_server import ByzantineNode, HonestNode, ParameterServer
 from velocity.server.simulation import Simulation, SimulationSettings
 from velocity.server.velocity_server import VelocityServer
 
-__all__ = ["CheckpointStore", "Simulation", "SimulationSettings", "VelocityServer"]
+__all__ = [
+    "ByzantineNode",
+    "CheckpointStore",
+    "HonestNode",
+    "ParameterServer",
+    "Simulation",
+    "SimulationSettings",
+    "VelocityServer",
+]

@@ -199,6 +199,7 @@ class Simulation:
                 ids(r.client): float(r.metrics["accuracy"])
                 for r in results
                 if "accuracy" in r.metrics
+                and (attack_round is None or r.client not in attack_round.adversarial)
             },
             bytes_up=self._payload * len(participated),
             bytes_down=self._payload * len(selected),
@@ -364,8 +365,9 @@ class _AttackRound:
                 generator=torch_generator(sim.settings.seed, self.round, "attack", a.index),
                 num_participants=total,
             )
-            target.copy_(attack.craft(ctx))  # type: ignore[attr-defined]
-            self.severity[a.index] = attack.severity_for(ctx)
+            crafted, severity = attack.craft_with_severity(ctx)  # type: ignore[attr-defined]
+            target.copy_(crafted)
+            self.severity[a.index] = severity
             self.ids[a.index] = names[-f:] if not trains(a) else [ids(c) for c in a.clients]
         return rows, counts, names, results
 
@@ -380,10 +382,9 @@ class _AttackRound:
             attack = a.spec.attack
             who = self.ids[a.index]
             filtered = tuple(c for c in who if c in dropped)
-            text = (
-                f"{len(who)} {'new identities' if a.extra else 'adversarial clients'} ran "
-                f"{attack.describe()} in round {self.round}"
-            )
+            kind = "new identit" if a.extra else "adversarial client"
+            plural = ("ies" if a.extra else "s") if len(who) != 1 else ("y" if a.extra else "")
+            text = f"{len(who)} {kind}{plural} ran {attack.describe()} in round {self.round}"
             if filtered:
                 text += (
                     f"; the aggregator dropped {len(filtered)} of their rows as non-finite "

@@ -18,10 +18,11 @@ class RoundRecord:
 
     ``global_loss``/``global_accuracy`` are the global model's test metrics after the round
     (``None`` on rounds that were not evaluated); ``train_loss`` is the sample-weighted mean of
-    the participants' local training losses; ``client_accuracy`` their local training
-    accuracy. Bytes are real serialized sizes (safetensors) of the broadcast model and of
-    each uploaded update. ``attack_results`` holds one
-    :meth:`velocity.attacks.AttackResult.to_dict` per attack active in the round.
+    the honest participants' local training losses; ``client_accuracy`` their local training
+    accuracy (adversaries are reported in ``attack_results`` instead). Bytes are real
+    serialized sizes (safetensors) of the broadcast model and of each uploaded update.
+    ``attack_results`` holds one :meth:`velocity.attacks.AttackResult.to_dict` per attack
+    active in the round.
     """
 
     round: int
