@@ -441,6 +441,8 @@ def _heatmap(grid: GridConfig, results: Sequence[CellResult], path: Path) -> Non
                 v = None if r is None else value(r)
                 if v is not None and math.isfinite(v):
                     arr[i, j] = 100 * v
+                elif r is not None and r.collapsed:
+                    arr[i, j] = 0.0  # drawn as the worst colour, labelled below
         im = ax.imshow(arr, cmap=cmap, vmin=0, vmax=100, aspect="auto")
         ax.set_xticks(range(len(attacks)), attacks, rotation=35, ha="right")
         ax.set_yticks(range(len(defences)), defences)
@@ -448,8 +450,11 @@ def _heatmap(grid: GridConfig, results: Sequence[CellResult], path: Path) -> Non
         for i, d in enumerate(defences):
             for j, a in enumerate(attacks):
                 v = arr[i, j]
-                ran = (a, d) in by
-                text = f"{v:.0f}" if math.isfinite(v) else ("collapsed" if ran else "")
+                r = by.get((a, d))
+                if r is not None and r.collapsed:
+                    text = "collapsed"
+                else:
+                    text = f"{v:.0f}" if math.isfinite(v) else ""
                 ax.text(j, i, text, ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(f"{grid.name}: {100 * grid.byzantine_fraction:.0f}% Byzantine clients")
