@@ -81,6 +81,35 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
+def _print_catalogue(
+    rows: list[dict[str, Any]], title: str, extra: tuple[str, str] | None, out: TextIO
+) -> None:
+    """A rich table of name, kind, [extra], parameters and summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    if extra is not None:
+        table.add_column(extra[1], no_wrap=True)
+    table.add_column("parameters")
+    table.add_column("summary")
+    for row in rows:
+        cells = [str(row.get("name", "")), str(row.get("kind", ""))]
+        if extra is not None:
+            cells.append(str(row.get(extra[0], "")))
+        cells += [
+            _format_parameters(row.get("parameters")),
+            str(row.get("summary", "")).replace("``", ""),
+        ]
+        table.add_row(*cells)
+    # A pipe or a captured stream has no width; rich would assume 80 columns.
+    wide = out.isatty() or "COLUMNS" in os.environ
+    Console(file=out, width=None if wide else 160, soft_wrap=False).print(table)
+    print("Parameters without a default are required.", file=out)
+
+
 def _cmd_strategies(args: argparse.Namespace, out: TextIO) -> int:
     from velocity.strategies import describe_strategies
 
@@ -88,26 +117,18 @@ def _cmd_strategies(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(rows, indent=2, default=_json_default) + "\n")
         return EXIT_OK
+    _print_catalogue(rows, "VelocityFL strategies", None, out)
+    return EXIT_OK
 
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="VelocityFL strategies", title_justify="left")
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("parameters")
-    table.add_column("summary")
-    for row in rows:
-        table.add_row(
-            str(row.get("name", "")),
-            str(row.get("kind", "")),
-            _format_parameters(row.get("parameters")),
-            str(row.get("summary", "")).replace("``", ""),
-        )
-    # A pipe or a captured stream has no width; rich would assume 80 columns.
-    wide = out.isatty() or "COLUMNS" in os.environ
-    Console(file=out, width=None if wide else 160, soft_wrap=False).print(table)
-    print("Parameters without a default are required.", file=out)
+def _cmd_attacks(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.attacks import describe_attacks
+
+    rows = describe_attacks()
+    if args.json:
+        out.write(json.dumps(rows, indent=2, default=_json_default) + "\n")
+        return EXIT_OK
+    _print_catalogue(rows, "VelocityFL attacks", ("omniscient", "omniscient"), out)
     return EXIT_OK
 
 
@@ -376,6 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     strategies.add_argument("--json", action="store_true", help="print JSON instead of a table")
     strategies.set_defaults(handler=_cmd_strategies)
+
+    attacks = commands.add_parser(
+        "attacks",
+        help="list the available attacks",
+        description=(
+            "List every attack of velocity.attacks: name, kind (update or data), whether it "
+            "sees the round's honest updates, parameters, summary."
+        ),
+    )
+    attacks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    attacks.set_defaults(handler=_cmd_attacks)
 
     bench = commands.add_parser(
         "bench",

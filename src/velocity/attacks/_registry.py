@@ -60,6 +60,24 @@ ATTACKS: Final[Mapping[str, type[Attack]]] = {
 """Every attack by name: the VelocityFL four, the ByzPy seven, backdoor, min-max, min-sum."""
 
 
+_SUMMARIES: Final[Mapping[str, str]] = {
+    "model_poisoning": "boosted reversed update: -boost * own update (Bhagoji et al. 2019)",
+    "sybil_nodes": "count extra identities, all sending -scale * honest mean (Fung et al. 2020)",
+    "gaussian_noise": "own update + N(0, sigma^2) noise",
+    "label_flipping": "a share rate of the client's labels flipped to C-1-y, then honest training",
+    "empire": "scale * honest mean: inner-product manipulation (Xie et al. 2020)",
+    "little": "honest mean + z_max * honest std: A Little Is Enough (Baruch et al. 2019)",
+    "sign_flip": "scale * own update (sign flipping)",
+    "gaussian": "pure noise: every coordinate N(mu, sigma^2)",
+    "inf": "+inf in every coordinate",
+    "mimic": "a copy of honest client epsilon's update (Karimireddy et al. 2022)",
+    "label_flip": "scale * update trained on all labels flipped (ByzPy LabelFlip)",
+    "backdoor": "pixel-trigger backdoor to label target, update * boost (Gu et al. 2017)",
+    "min_max": "mean + gamma * p, largest gamma within the honest max distance (Shejwalkar 2021)",
+    "min_sum": "mean + gamma * p, largest gamma within the honest sum of sq. distances (idem)",
+}
+
+
 def _key(name: str) -> str:
     return re.sub(r"[\s_-]", "", name).casefold()
 
@@ -132,14 +150,13 @@ def describe_attacks() -> list[dict[str, Any]]:
     out = []
     for name, cls in ATTACKS.items():
         table = constraints_of(cls)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
         out.append(
             {
                 "name": name,
                 "class": cls.__name__,
                 "kind": cls.kind,
                 "omniscient": cls.needs_honest,
-                "summary": doc,
+                "summary": _SUMMARIES[name],
                 "parameters": [
                     {
                         "name": f.name,
