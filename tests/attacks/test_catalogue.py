@@ -807,3 +807,16 @@ def test_every_attack_constructs_with_defaults_and_coerces_ints() -> None:
     assert Little(f=2, N=np.int64(10)).N == 10
     with pytest.raises(AttributeError):
         ModelPoisoning().boost = 1.0  # type: ignore[misc]
+
+
+def test_little_with_a_fixed_factor_is_byzfl_alie() -> None:
+    """``Little(z=tau)`` is ByzFL's ALIE: mean + tau * std of the honest vectors."""
+    gen = torch.Generator().manual_seed(11)
+    honest = torch.randn(7, 13, generator=gen)
+    ctx = AttackContext(honest, None, 3, torch.Generator().manual_seed(0))
+    g = honest.double().numpy()
+    expected = g.mean(axis=0) + 1.5 * g.std(axis=0, ddof=1)
+    out = Little(z=1.5).craft(ctx)
+    np.testing.assert_allclose(out.numpy(), np.tile(expected, (3, 1)), rtol=1e-5, atol=1e-6)
+    assert Little(z=1.5).severity_for(ctx) == 1.5
+    assert Little().severity_for(ctx) == pytest.approx(Little.z_max(3, 10))

@@ -118,6 +118,7 @@ def test_spec_from_dict() -> None:
         "type": "little",
         "f": 2,
         "N": None,
+        "z": None,
         "fraction": 0.2,
         "clients": None,
         "start_round": 2,

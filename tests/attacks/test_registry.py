@@ -159,11 +159,11 @@ def test_dict_without_type_is_refused() -> None:
 
 def test_unknown_parameter_lists_valid_parameters() -> None:
     with pytest.raises(ConfigurationError) as info:
-        parse_attack({"type": "little", "z": 1.0})
+        parse_attack({"type": "little", "q": 1.0})
     message = str(info.value)
-    assert "'z'" in message
+    assert "'q'" in message
     assert "little" in message
-    assert "f, N" in message
+    assert "f, N, z" in message
     with pytest.raises(ConfigurationError) as info:
         parse_attack({"type": "backdoor", "trigger": 3})
     message = str(info.value)

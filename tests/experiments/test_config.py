@@ -115,7 +115,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("compression.error_feedback", "off", "must be true or false"),
     ("attacks", [{"type": "sign_flip"}], "[0] attack sign_flip: give exactly one of fraction"),
     ("attacks", [{"type": "nope", "fraction": 0.2}], "unknown attack 'nope'; valid attacks: "),
-    ("attacks", [{"type": "little", "fraction": 0.2, "z": 1}], "valid parameters of little: f, N"),
+    ("attacks", [{"type": "little", "fraction": 0.2, "q": 1}], "parameters of little: f, N, z"),
     ("attacks", [{"type": "empire", "fraction": 1.5}], "fraction must be in (0, 1]; got 1.5"),
     ("attacks", [{"type": "empire", "clients": ["client-99"]}], "client index 99 is outside"),
     ("attacks", [{"type": "empire", "fraction": 0.2, "start_round": 0}], "start_round must be"),

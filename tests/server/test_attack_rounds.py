@@ -219,7 +219,7 @@ def test_simulate_attack_queues_for_the_next_round_only() -> None:
         ({"attack_type": "gaussian_noise", "intensity": -1.0}, "GaussianNoise.sigma must be"),
         ({"attack_type": "model_poisoning", "fraction": 0.0}, "fraction must be in (0, 1]"),
         ({"attack_type": "label_flipping"}, "poisons training data"),
-        ({"attack_type": "little", "params": {"q": 1}}, "valid parameters of little: f, N"),
+        ({"attack_type": "little", "params": {"q": 1}}, "valid parameters of little: f, N, z"),
     ],
 )
 def test_simulate_attack_errors(kwargs: dict[str, object], message: str) -> None:

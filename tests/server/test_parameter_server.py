@@ -371,3 +371,29 @@ def test_server_configuration_errors() -> None:
         HonestNode(_model(), x, y, batch_size=0)
     with pytest.raises(ConfigurationError, match="same number"):
         HonestNode(_model(), x, y[:-1])
+
+
+def test_worker_momentum_is_the_exponential_average_of_gradients() -> None:
+    import copy
+
+    from velocity._random import torch_generator
+    from velocity.server import HonestNode, ParameterServer
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 4, generator=gen)
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Linear(4, 2)
+    plain = HonestNode(copy.deepcopy(model), x, y, batch_size=8)
+    node = HonestNode(copy.deepcopy(model), x, y, batch_size=8, momentum=0.5)
+    ps = ParameterServer([node], [], "FedAvg", lr=0.1, seed=0)
+    params = ps.global_params.clone()
+    m = torch.zeros_like(params)
+    for r in (1, 2, 3):
+        g = plain.gradient(params, generator=torch_generator(0, r, 0, "batch"))
+        m = 0.5 * m + 0.5 * g
+        sent = ps.round()
+        torch.testing.assert_close(sent, m)
+        params = params - 0.1 * m
+        torch.testing.assert_close(ps.global_params, params)
+    with pytest.raises(ConfigurationError, match="momentum must be a number in"):
+        HonestNode(copy.deepcopy(model), x, y, momentum=1.0)

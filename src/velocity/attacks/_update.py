@@ -167,17 +167,20 @@ class Little(UpdateAttack):
     Baruch, Baruch & Goldberg 2019. With ``s = ⌊N/2⌋ + 1 − f`` and
     :math:`z_{\max} = \Phi^{-1}((N - s)/N)` the crafted row stays within the spread that
     coordinate-wise and distance-based rules accept. ``f`` and ``N`` default to the round's
-    adversarial and total row counts (ByzPy's ``LittleAttack(f, N)``). Severity: the round's
-    ``z_max``.
+    adversarial and total row counts (ByzPy's ``LittleAttack(f, N)``). ``z`` fixes the factor
+    instead of the formula (ByzFL's ``ALittleIsEnough(tau=1.5)``; benchmarks that tune the
+    attack, as Allouah et al. 2023 do, search over it). Severity: the factor used.
     """
 
     name: ClassVar[str] = "little"
     needs_honest: ClassVar[bool] = True
     f: int | None = None
     N: int | None = None
+    z: float | None = None
     _constraints: ClassVar[Mapping[str, Constraint]] = {
         "f": NoneOr(Integer(low=1)),
         "N": NoneOr(Integer(low=2)),
+        "z": NoneOr(Real()),
     }
 
     @staticmethod
@@ -196,15 +199,19 @@ class Little(UpdateAttack):
         return NormalDist().inv_cdf(p)
 
     def _craft(self, ctx: AttackContext) -> Tensor:
-        z = self.z_max(*self._fn(ctx))
+        z = self.factor(ctx)
         return _repeat(_mean(ctx.honest) + z * _std(ctx.honest), ctx.num_byzantine)
 
     def _fn(self, ctx: AttackContext) -> tuple[int, int]:
         f = self.f if self.f is not None else ctx.num_byzantine
         return f, self.N if self.N is not None else ctx.num_participants
 
+    def factor(self, ctx: AttackContext) -> float:
+        """``z`` when set, else :meth:`z_max` of the round's ``(f, N)``."""
+        return self.z if self.z is not None else self.z_max(*self._fn(ctx))
+
     def severity_for(self, ctx: AttackContext) -> float:
-        return self.z_max(*self._fn(ctx))
+        return self.factor(ctx)
 
 
 @dataclass(frozen=True)

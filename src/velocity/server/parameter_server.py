@@ -135,8 +135,16 @@ class HonestNode:
         *,
         batch_size: int = 32,
         loss_fn: LossFn | None = None,
+        momentum: float = 0.0,
     ) -> None:
         who = type(self).__name__
+        if (
+            isinstance(momentum, bool)
+            or not isinstance(momentum, int | float)
+            or not 0.0 <= float(momentum) < 1.0
+        ):
+            raise ConfigurationError(f"{who}.momentum must be a number in [0, 1); got {momentum!r}")
+        self._momentum = float(momentum)
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"{who}.model must be a torch.nn.Module; got {model!r}")
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
@@ -194,6 +202,11 @@ class HonestNode:
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def momentum(self) -> float:
+        """Worker momentum β: the node submits ``m_t = β m_{t-1} + (1 − β) g_t`` (``m_0 = 0``)."""
+        return self._momentum
 
     @property
     def loss_fn(self) -> LossFn:
@@ -402,13 +415,14 @@ def _device(model: nn.Module) -> torch.device:
 class _GradientNodes(UpdateProvider):
     """The nodes as the simulation's clients: client ``c`` writes node ``c``'s gradient.
 
-    Rows are minibatch *gradients* (not deltas). Honest nodes (``c < num_honest``) compute
-    at the round's global parameters; Byzantine nodes that compute at all do so at
-    ``byzantine_params`` when set (their stale copy), else at the global parameters. Data
-    attacks in ``poison`` are applied as :class:`~velocity.sim.provider.SequentialClients`
-    applies them: the node's data poisoned with a generator derived from
-    ``(seed, round, c, "poison")``, the row multiplied by ``attack.update_scale()``. Every
-    node reports one sample, so sample-weighted rules weigh the nodes equally.
+    Rows are minibatch *gradients* (not deltas), or their momentum ``m_t = β m_{t-1} + (1 − β)
+    g_t`` for nodes with ``momentum = β > 0``. Honest nodes (``c < num_honest``) compute at the
+    round's global parameters; Byzantine nodes that compute at all do so at ``byzantine_params``
+    when set (their stale copy), else at the global parameters. Data attacks in ``poison`` are
+    applied as :class:`~velocity.sim.provider.SequentialClients` applies them: the node's data
+    poisoned with a generator derived from ``(seed, round, c, "poison")``, the row multiplied by
+    ``attack.update_scale()``. Every node reports one sample, so sample-weighted rules weigh the
+    nodes equally.
     """
 
     def __init__(
@@ -425,6 +439,7 @@ class _GradientNodes(UpdateProvider):
         self.num_honest = num_honest
         self.seed = seed
         self.byzantine_params = byzantine_params
+        self.momentum_buffers: dict[int, Tensor] = {}
 
     def train_round(
         self,
@@ -467,6 +482,14 @@ class _GradientNodes(UpdateProvider):
             )
             if attack is not None and attack.update_scale() != 1.0:
                 out[row].mul_(attack.update_scale())
+            beta = worker.momentum
+            if beta > 0.0:
+                buf = self.momentum_buffers.get(client)
+                if buf is None:
+                    buf = torch.zeros_like(out[row])
+                    self.momentum_buffers[client] = buf
+                buf.mul_(beta).add_(out[row], alpha=1.0 - beta)
+                out[row].copy_(buf)
             metrics = {} if accuracy is None else {"accuracy": accuracy}
             results.append(ClientResult(client, 1, loss, metrics))
         return results
