@@ -270,3 +270,14 @@ def test_empty_run(make_result: MakeResult, tmp_path: Path) -> None:
     assert summary["final_loss"] is None
     assert summary["best_round"] is None
     assert "written_at" not in summary
+
+
+def test_report_attack_cell() -> None:
+    from velocity.attacks import AttackResult
+    from velocity.experiments.report import _attacks
+
+    assert _attacks([]) == "–"
+    inf = AttackResult("inf", 3, float("inf"), "x", filtered=("a", "b", "c")).to_dict()
+    bd = AttackResult("backdoor", 2, 0.5, "y", metrics={"backdoor_success_rate": 0.97}).to_dict()
+    assert _attacks([inf]) == "inf ×3 (3 dropped)"
+    assert _attacks([inf, bd]) == "inf ×3 (3 dropped); backdoor ×2 (success 97.00%)"

@@ -118,6 +118,7 @@ def _table(result: RunResult) -> str:
         "uploaded",
         "downloaded",
         "seconds",
+        "attacks",
     )
     rows = []
     for r in result.rounds:
@@ -133,11 +134,27 @@ def _table(result: RunResult) -> str:
             format_bytes(r.bytes_up),
             format_bytes(r.bytes_down),
             f"{r.duration_s:.2f}",
+            _attacks(r.attack_results),
         )
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
     body = "".join(rows) or f'<tr><td colspan="{len(head)}">no rounds</td></tr>'
     return f'<div class="scroll"><table><thead>{header}</thead><tbody>{body}</tbody></table></div>'
+
+
+def _attacks(results: Sequence[Mapping[str, Any]]) -> str:
+    """``little ×10``, ``inf ×10 (10 dropped)``, ``backdoor ×2 (success 97.0%)``; ``–`` if none."""
+    parts = []
+    for a in results:
+        text = f"{a.get('attack_type', '?')} ×{a.get('clients_affected', 0)}"
+        notes = []
+        if a.get("filtered"):
+            notes.append(f"{len(a['filtered'])} dropped")
+        rate = dict(a.get("metrics") or {}).get("backdoor_success_rate")
+        if rate is not None:
+            notes.append(f"success {_percent(rate)}")
+        parts.append(text + (f" ({', '.join(notes)})" if notes else ""))
+    return "; ".join(parts) or "–"
 
 
 def _identity(result: RunResult, summary: Mapping[str, Any]) -> str:
