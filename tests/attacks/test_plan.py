@@ -194,11 +194,13 @@ def test_overlapping_explicit_clients_are_refused() -> None:
     assert "empire" in str(info.value)
 
 
-def test_explicit_clients_overlapping_a_fraction_set_are_refused() -> None:
-    first = fixed(plan(AttackSpec(ATTACK, fraction=0.2)))
-    victim = min(first)
+def test_explicit_clients_added_later_overlapping_a_drawn_set_are_refused() -> None:
+    p = plan(AttackSpec(ATTACK, fraction=0.2))
+    victim = min(fixed(p))
     with pytest.raises(ConfigurationError, match=rf"both claim clients \[{victim}\]"):
-        plan(AttackSpec(ATTACK, fraction=0.2), AttackSpec(Empire(), clients=(victim,)))
+        p.add(AttackSpec(Empire(), clients=(victim,)))
+    with pytest.raises(ConfigurationError, match=r"both claim clients \[3\]"):
+        plan(AttackSpec(ATTACK, clients=(3, 4)), AttackSpec(Empire(), clients=(3,)))
 
 
 def test_fraction_avoids_explicit_clients() -> None:
@@ -325,3 +327,27 @@ def test_add_later() -> None:
     with pytest.raises(ConfigurationError, match="both claim"):
         p.add(AttackSpec(Empire(), clients=(1,)))
     assert len(p.specs) == 2
+
+
+def test_drawn_shares_avoid_clients_named_later() -> None:
+    """A fraction drawn first never collides with clients another attack names explicitly."""
+    index_of = lambda s: int(s.split("-")[1])  # noqa: E731
+    for seed in range(20):
+        plain = AttackPlan(
+            num_clients=10, seed=seed, index_of=index_of, specs=[AttackSpec(Empire(), fraction=0.5)]
+        )
+        drawn = plain.adversaries()[0]
+        named = (drawn[0],)  # a client the draw would pick
+        plan = AttackPlan(
+            num_clients=10,
+            seed=seed,
+            index_of=index_of,
+            specs=[
+                AttackSpec(Empire(), fraction=0.5),
+                AttackSpec(Little(), clients=named),
+            ],
+        )
+        sets = plan.adversaries()
+        assert not set(sets[0]) & set(sets[1])
+        assert sets[1] == named
+        assert len(sets[0]) == 5

@@ -138,9 +138,10 @@ class Assignment:
 class AttackPlan:
     """The attacks of a run, resolved against its population and seed.
 
-    Fixed adversary sets (``fraction`` and ``clients``) are resolved once and must not
-    overlap; :meth:`assign` then lists, for a round, which of its participants attack with
-    what. Specs can be added later (:meth:`add`, used by ``simulate_attack``).
+    Fixed adversary sets (``fraction`` and ``clients``) are resolved once and must not overlap
+    (clients named by the initial specs are reserved before any fraction is drawn);
+    :meth:`assign` then lists, for a round, which of its participants attack with what. Specs
+    can be added later (:meth:`add`, used by ``simulate_attack``).
     """
 
     num_clients: int
@@ -148,9 +149,15 @@ class AttackPlan:
     index_of: Callable[[str], int]
     specs: list[AttackSpec] = field(default_factory=list)
     _fixed: dict[int, frozenset[int]] = field(default_factory=dict)
+    _reserved: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         specs, self.specs = list(self.specs), []
+        # Clients named explicitly are reserved first, so shares drawn by ``fraction`` avoid
+        # them whatever the order the attacks are listed in.
+        for spec in specs:
+            if spec.clients is not None:
+                self._reserved.update(self._index(c, spec) for c in spec.clients)
         for spec in specs:
             self.add(spec)
 
@@ -165,7 +172,7 @@ class AttackPlan:
                     f"attack {spec.attack.name}: fraction={spec.fraction} of "
                     f"{self.num_clients} clients is less than one client"
                 )
-            taken = set().union(*self._fixed.values()) if self._fixed else set()
+            taken = set(self._reserved).union(*self._fixed.values())
             perm = torch.randperm(
                 self.num_clients, generator=torch_generator(self.seed, "byzantine", index)
             ).tolist()
