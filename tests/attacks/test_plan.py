@@ -351,3 +351,23 @@ def test_drawn_shares_avoid_clients_named_later() -> None:
         assert not set(sets[0]) & set(sets[1])
         assert sets[1] == named
         assert len(sets[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fraction": 0.2, "per_round": "false"}, "per_round must be true or false"),
+        ({"clients": (1,), "per_round": True}, "does not go with clients"),
+    ],
+)
+def test_per_round_is_checked(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        AttackSpec(Empire(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_clients_list_becomes_a_tuple_and_from_dict_needs_a_mapping() -> None:
+    spec = AttackSpec(Empire(), clients=[1, 2])  # type: ignore[arg-type]
+    assert spec.clients == (1, 2)
+    assert hash(spec)
+    with pytest.raises(ConfigurationError, match="must be a mapping"):
+        AttackSpec.from_dict("empire")  # type: ignore[arg-type]

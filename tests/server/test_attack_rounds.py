@@ -220,6 +220,10 @@ def test_simulate_attack_queues_for_the_next_round_only() -> None:
         ({"attack_type": "model_poisoning", "fraction": 0.0}, "fraction must be in (0, 1]"),
         ({"attack_type": "label_flipping"}, "poisons training data"),
         ({"attack_type": "little", "params": {"q": 1}}, "valid parameters of little: f, N, z"),
+        ({"attack_type": "empire", "params": {"type": "inf"}}, "must not hold 'type'"),
+        ({"attack_type": "empire", "params": "ab"}, "params must be a mapping"),
+        ({"attack_type": "sybil_nodes", "params": {"count": 5}}, "as count="),
+        ({"attack_type": "sybil_nodes", "count": True}, "count must be an int >= 1"),
     ],
 )
 def test_simulate_attack_errors(kwargs: dict[str, object], message: str) -> None:
@@ -235,3 +239,58 @@ def test_gaussian_noise_intensity_is_the_noise_scale() -> None:
     assert r["attack_results"][0]["severity"] == 0.5
     assert r["attack_results"][0]["clients_affected"] == 10
     assert math.isfinite(r["global_loss"])
+
+
+def test_little_counts_every_adversary_of_the_round() -> None:
+    """f in z_max is the round's adversarial rows, not only this attack's (review finding)."""
+    from velocity.attacks import Little
+
+    sim = _quadratic(
+        [
+            AttackSpec(Little(), clients=(0,)),
+            AttackSpec(Little(), clients=(1,)),
+            AttackSpec(Little(), clients=(2,)),
+        ],
+        n=10,
+    )
+    record = sim.run_round()
+    z = Little.z_max(3, 10)
+    assert [r["severity"] for r in record.attack_results] == [pytest.approx(z)] * 3
+
+
+def test_queued_attacks_draw_the_same_after_a_resume() -> None:
+    def server(name: str) -> VelocityServer:
+        return VelocityServer(
+            "toy",
+            "none",
+            FedAvg(),
+            storage=f"memory://{name}",
+            layer_shapes={"w": 4},
+            num_clients=10,
+        )
+
+    a = server("resume-a")
+    a.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
+    a.run(min_clients=10, rounds=1)
+    a.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
+    (second,) = a.run(min_clients=10, rounds=1)
+
+    b = server("resume-b")
+    b.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
+    b.run(min_clients=10, rounds=1)
+    b2 = server("resume-b")  # a new process resuming from b's checkpoint
+    b2.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
+    (resumed,) = b2.run(min_clients=10, rounds=1)
+    assert resumed["attack_results"] == second["attack_results"]
+    assert resumed["global_loss"] == second["global_loss"]
+
+
+def test_a_failing_queued_attack_is_dropped() -> None:
+    from velocity.errors import ValidationError
+
+    server = _server("failing")
+    server.simulate_attack("mimic", params={"epsilon": 50}, fraction=0.2)
+    with pytest.raises(ValidationError, match="epsilon=50"):
+        server.run(min_clients=10, rounds=1)
+    (r,) = server.run(min_clients=10, rounds=1)
+    assert r["attack_results"] == []

@@ -126,6 +126,9 @@ class AttackContext:
         The only source of randomness (derived from the run seed, the round and the attack).
     num_participants : int
         ``N``: every row the aggregator will see (honest + adversarial); ``h + f`` by default.
+    round_byzantine : int
+        All adversarial rows of the round, of every attack (``f`` by default): what an attack
+        that reasons about "the f Byzantine clients" (``little``) means by f.
     """
 
     honest: Tensor
@@ -133,6 +136,7 @@ class AttackContext:
     num_byzantine: int
     generator: torch.Generator
     num_participants: int = -1
+    round_byzantine: int = -1
 
     def __post_init__(self) -> None:
         if self.honest.ndim != 2:
@@ -148,8 +152,21 @@ class AttackContext:
                 f"AttackContext.own must be ({self.num_byzantine}, {self.dim}); "
                 f"got {tuple(self.own.shape)}"
             )
+        if self.round_byzantine == -1:
+            object.__setattr__(self, "round_byzantine", self.num_byzantine)
+        elif self.round_byzantine < self.num_byzantine:
+            raise ValidationError(
+                f"AttackContext.round_byzantine must be >= num_byzantine "
+                f"({self.num_byzantine}); got {self.round_byzantine}"
+            )
+        rows = self.honest.shape[0] + self.round_byzantine
         if self.num_participants == -1:
-            object.__setattr__(self, "num_participants", self.honest.shape[0] + self.num_byzantine)
+            object.__setattr__(self, "num_participants", rows)
+        elif self.num_participants < rows:
+            raise ValidationError(
+                f"AttackContext.num_participants must be >= h + f = {rows}; "
+                f"got {self.num_participants}"
+            )
 
     @property
     def dim(self) -> int:

@@ -74,6 +74,17 @@ class AttackSpec:
             )
         if self.clients is not None and len(self.clients) == 0:
             raise ConfigurationError(f"attack {name}: clients must not be empty")
+        if self.clients is not None:
+            object.__setattr__(self, "clients", tuple(self.clients))
+        if not isinstance(self.per_round, bool):
+            raise ConfigurationError(
+                f"attack {name}: per_round must be true or false; got {self.per_round!r}"
+            )
+        if self.per_round and self.fraction is None:
+            raise ConfigurationError(
+                f"attack {name}: per_round applies to a fraction of each round's participants; "
+                "it does not go with clients or sybil_nodes"
+            )
         if (
             isinstance(self.start_round, bool)
             or not isinstance(self.start_round, int)
@@ -98,6 +109,8 @@ class AttackSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AttackSpec:
         """``{"type": name, <attack params>, fraction|clients, start_round, end_round}``."""
+        if not isinstance(d, Mapping):
+            raise ConfigurationError(f"an attack entry must be a mapping; got {d!r}")
         plan_keys = {"fraction", "clients", "start_round", "end_round", "per_round"}
         attack = parse_attack({k: v for k, v in d.items() if k not in plan_keys})
         clients = d.get("clients")
@@ -109,7 +122,7 @@ class AttackSpec:
             clients=clients,
             start_round=d.get("start_round", 1),
             end_round=d.get("end_round"),
-            per_round=bool(d.get("per_round", False)),
+            per_round=d.get("per_round", False),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +145,7 @@ class Assignment:
     spec: AttackSpec
     clients: tuple[int, ...]
     extra: int = 0
+    key: int | str = 0
 
 
 @dataclass
@@ -150,6 +164,7 @@ class AttackPlan:
     specs: list[AttackSpec] = field(default_factory=list)
     _fixed: dict[int, frozenset[int]] = field(default_factory=dict)
     _reserved: set[int] = field(default_factory=set)
+    _keys: list[int | str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         specs, self.specs = list(self.specs), []
@@ -161,8 +176,12 @@ class AttackPlan:
         for spec in specs:
             self.add(spec)
 
-    def add(self, spec: AttackSpec) -> None:
+    def add(self, spec: AttackSpec, *, key: int | str | None = None) -> None:
+        """Add an attack. ``key`` names it in every random draw that concerns it (default:
+        its position); ``simulate_attack`` passes a key built from the round it was queued
+        for, so a resumed server draws what an uninterrupted one would."""
         index = len(self.specs)
+        key = index if key is None else key
         if spec.clients is not None:
             chosen = frozenset(self._index(c, spec) for c in spec.clients)
         elif spec.fraction is not None and not spec.per_round:
@@ -174,7 +193,7 @@ class AttackPlan:
                 )
             taken = set(self._reserved).union(*self._fixed.values())
             perm = torch.randperm(
-                self.num_clients, generator=torch_generator(self.seed, "byzantine", index)
+                self.num_clients, generator=torch_generator(self.seed, "byzantine", key)
             ).tolist()
             free = [c for c in perm if c not in taken]
             if len(free) < k:
@@ -195,6 +214,23 @@ class AttackPlan:
         if chosen:
             self._fixed[index] = chosen
         self.specs.append(spec)
+        self._keys.append(key)
+
+    def drop_round(self, round_: int) -> int:
+        """Remove the attacks that act in ``round_`` only (queued ones); return how many."""
+        keep = [
+            i
+            for i, spec in enumerate(self.specs)
+            if not (spec.start_round == round_ and spec.end_round == round_)
+        ]
+        removed = len(self.specs) - len(keep)
+        if removed:
+            self._fixed = {
+                new: self._fixed[old] for new, old in enumerate(keep) if old in self._fixed
+            }
+            self.specs = [self.specs[i] for i in keep]
+            self._keys = [self._keys[i] for i in keep]
+        return removed
 
     def _index(self, client: int | str, spec: AttackSpec) -> int:
         if isinstance(client, bool):
@@ -230,8 +266,9 @@ class AttackPlan:
         for index, spec in enumerate(self.specs):
             if not spec.active(round_):
                 continue
+            key = self._keys[index]
             if isinstance(spec.attack, SybilNodes):
-                out.append(Assignment(index, spec, (), spec.attack.count))
+                out.append(Assignment(index, spec, (), spec.attack.count, key))
                 continue
             if index in self._fixed:
                 clients = tuple(c for c in active if c in self._fixed[index] and c not in taken)
@@ -239,12 +276,12 @@ class AttackPlan:
                 assert spec.fraction is not None
                 pool = [c for c in active if c not in taken and not self._is_fixed(c)]
                 k = min(len(pool), max(1, round(spec.fraction * len(active))))
-                gen = torch_generator(self.seed, round_, "attackers", index)
+                gen = torch_generator(self.seed, round_, "attackers", key)
                 pick = torch.randperm(len(pool), generator=gen)[:k].tolist()
                 clients = tuple(pool[i] for i in sorted(pick))
             if clients:
                 taken.update(clients)
-                out.append(Assignment(index, spec, clients))
+                out.append(Assignment(index, spec, clients, 0, key))
         return out
 
     def _is_fixed(self, client: int) -> bool:

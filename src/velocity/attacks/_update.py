@@ -167,7 +167,8 @@ class Little(UpdateAttack):
     Baruch, Baruch & Goldberg 2019. With ``s = ⌊N/2⌋ + 1 − f`` and
     :math:`z_{\max} = \Phi^{-1}((N - s)/N)` the crafted row stays within the spread that
     coordinate-wise and distance-based rules accept. ``f`` and ``N`` default to the round's
-    adversarial and total row counts (ByzPy's ``LittleAttack(f, N)``). ``z`` fixes the factor
+    adversarial rows (of every attack, not only this one's) and all its rows (ByzPy's
+    ``LittleAttack(f, N)``). ``z`` fixes the factor
     instead of the formula (ByzFL's ``ALittleIsEnough(tau=1.5)``; benchmarks that tune the
     attack, as Allouah et al. 2023 do, search over it). Severity: the factor used.
     """
@@ -203,7 +204,7 @@ class Little(UpdateAttack):
         return _repeat(_mean(ctx.honest) + z * _std(ctx.honest), ctx.num_byzantine)
 
     def _fn(self, ctx: AttackContext) -> tuple[int, int]:
-        f = self.f if self.f is not None else ctx.num_byzantine
+        f = self.f if self.f is not None else ctx.round_byzantine
         return f, self.N if self.N is not None else ctx.num_participants
 
     def factor(self, ctx: AttackContext) -> float:

@@ -155,9 +155,13 @@ def parse_grid(data: object, *, source: str | None = None) -> GridConfig:
                     f"attacks.{label}: must be a mapping with 'type'; got {_show(spec)}"
                 )
                 continue
-            if "fraction" in spec or "clients" in spec:
+            plan_keys = sorted(
+                {"fraction", "clients", "per_round", "start_round", "end_round"} & set(spec)
+            )
+            if plan_keys:
                 problems.append(
-                    f"attacks.{label}: the grid sets the adversaries; remove fraction/clients"
+                    f"attacks.{label}: the grid sets who attacks and when (the same clients "
+                    f"in every cell, every round); remove {', '.join(plan_keys)}"
                 )
                 continue
             try:
@@ -188,8 +192,14 @@ def parse_grid(data: object, *, source: str | None = None) -> GridConfig:
                 strategy = spec["strategy"]
                 listed = spec.get("attacks")
                 if listed is not None:
+                    if not isinstance(listed, list):
+                        problems.append(
+                            f"defences.{label}.attacks: must be a list of attack labels; "
+                            f"got {_show(listed)}"
+                        )
+                        continue
                     unknown = [a for a in listed if a not in raw_attacks]
-                    if unknown or not isinstance(listed, list):
+                    if unknown:
                         problems.append(
                             f"defences.{label}.attacks: unknown attack labels {unknown}; "
                             f"defined: {', '.join(map(str, raw_attacks))}"
@@ -205,13 +215,31 @@ def parse_grid(data: object, *, source: str | None = None) -> GridConfig:
 
     if problems or base is None:
         raise InvalidConfigError(problems or ["base: invalid"], source=source)
-    return GridConfig(
+    grid = GridConfig(
         name=str(name),
         base=base,
         byzantine_fraction=float(fraction),
         attacks=attacks,
         defences=tuple(defences),
     )
+    from velocity.attacks import AttackPlan
+    from velocity.sim.population import client_index
+
+    for label, spec in attacks.items():
+        if spec is None:
+            continue
+        try:  # the adversaries must exist in this federation (at least one client)
+            AttackPlan(
+                num_clients=base.training.num_clients,
+                seed=base.seed,
+                index_of=client_index,
+                specs=[AttackSpec.from_dict({**spec, "fraction": grid.byzantine_fraction})],
+            )
+        except ValueError as error:
+            problems.append(f"attacks.{label}: {error}")
+    if problems:
+        raise InvalidConfigError(problems, source=source)
+    return grid
 
 
 def load_grid(path: str | Path) -> GridConfig:

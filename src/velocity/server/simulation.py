@@ -311,6 +311,7 @@ class _AttackRound:
         trained_adv = [c for a in self.assignments if trains(a) for c in a.clients]
         crafted_only = [c for a in self.assignments if not trains(a) for c in a.clients]
         extra = sum(a.extra for a in self.assignments)
+        adversarial_rows = len(self.adversarial) + extra
         train = honest + trained_adv
         total = len(train) + len(crafted_only) + extra
         rows = sim._rows(total)
@@ -362,7 +363,8 @@ class _AttackRound:
                 honest=rows[: len(honest)],
                 own=own,
                 num_byzantine=f,
-                generator=torch_generator(sim.settings.seed, self.round, "attack", a.index),
+                generator=torch_generator(sim.settings.seed, self.round, "attack", a.key),
+                round_byzantine=adversarial_rows,
                 num_participants=total,
             )
             crafted, severity = attack.craft_with_severity(ctx)  # type: ignore[attr-defined]

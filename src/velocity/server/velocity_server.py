@@ -168,7 +168,14 @@ class VelocityServer:
         sim.settings = replace(sim.settings, min_clients=min_clients)
         out = []
         for _ in range(rounds):
-            record = sim.run_round()
+            try:
+                record = sim.run_round()
+            except Exception:
+                # An attack queued for this round that cannot run (say, mimic of an honest
+                # client that does not exist) must not block the server: it is dropped.
+                assert sim.attacks is not None
+                sim.attacks.drop_round(sim.round + 1)
+                raise
             tensors, meta = sim.state()
             self._store.save(record.round, tensors, meta)
             out.append(self._round_dict(record))
@@ -191,8 +198,10 @@ class VelocityServer:
         (boost, Sybil scale, noise σ, flip rate; see ``docs/robustness.md``); attacks without
         one take their settings in ``params``. ``count`` is the number of Sybil identities
         (``sybil_nodes`` only); ``fraction`` the share of the next round's participants that
-        attack (at least one; not for ``sybil_nodes``). The round's ``attack_results`` report
-        what happened.
+        attack (at least one; ignored by ``sybil_nodes``, which adds identities). The round's
+        ``attack_results`` report what happened. If the round fails because of a queued
+        attack (e.g. ``mimic`` of a client index that does not exist), :meth:`run` raises and
+        the attacks queued for that round are dropped.
 
         Raises
         ------
@@ -203,11 +212,22 @@ class VelocityServer:
         from velocity.attacks import AttackSpec, SybilNodes, attack_class, parse_attack
 
         cls = attack_class(attack_type)
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigurationError(
+                f"simulate_attack: params must be a mapping of {cls.name}'s parameters; "
+                f"got {params!r}"
+            )
         settings = dict(params or {})
+        if "type" in settings:
+            raise ConfigurationError(
+                "simulate_attack: the attack is attack_type; params must not hold 'type'"
+            )
         if not isinstance(intensity, int | float) or isinstance(intensity, bool):
             raise ConfigurationError(
                 f"simulate_attack: intensity must be a number; got {intensity!r}"
             )
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigurationError(f"simulate_attack: count must be an int >= 1; got {count!r}")
         if cls.kind == "data" and self._quadratic is not None:
             raise ConfigurationError(
                 f"simulate_attack: {cls.name} poisons training data; a layer_shapes server "
@@ -226,6 +246,10 @@ class VelocityServer:
             )
         sybil = issubclass(cls, SybilNodes)
         if sybil:
+            if "count" in settings:
+                raise ConfigurationError(
+                    "simulate_attack: give the number of sybil_nodes identities as count="
+                )
             settings["count"] = count
         elif count != 1:
             raise ConfigurationError(
@@ -241,8 +265,10 @@ class VelocityServer:
             start_round=next_round,
             end_round=next_round,
         )
-        assert self._simulation.attacks is not None
-        self._simulation.attacks.add(spec)
+        plan = self._simulation.attacks
+        assert plan is not None
+        queued = sum(1 for s in plan.specs if s.start_round == s.end_round == next_round)
+        plan.add(spec, key=f"queued-{next_round}-{queued}")
 
     @staticmethod
     def _round_dict(record: Any) -> dict[str, Any]:
