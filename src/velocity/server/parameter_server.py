@@ -69,7 +69,12 @@ from velocity.attacks import Attack, AttackPlan, AttackSpec, DataAttack, SybilNo
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
 from velocity.server.simulation import Simulation, SimulationSettings
 from velocity.sim.population import ClientPopulation
-from velocity.sim.provider import ClientResult, UpdateProvider
+from velocity.sim.provider import (
+    ClientResult,
+    UpdateProvider,
+    poison_client_data,
+    scale_poisoned_update,
+)
 from velocity.strategies import (
     Aggregator,
     Pipeline,
@@ -467,11 +472,8 @@ class _GradientNodes(UpdateProvider):
                         f"node {client}: data attack {attack.name} needs integer class labels "
                         "to relabel; give ByzantineNode(num_classes=...)"
                     )
-                x, y = attack.poison(
-                    x,
-                    y,
-                    num_classes=classes,
-                    generator=torch_generator(self.seed, round_, client, "poison"),
+                x, y = poison_client_data(
+                    attack, x, y, num_classes=classes, seed=self.seed, round_=round_, client=client
                 )
             loss, accuracy = worker._gradient(
                 params,
@@ -480,8 +482,7 @@ class _GradientNodes(UpdateProvider):
                 generator=torch_generator(self.seed, round_, client, "batch"),
                 out=out[row],
             )
-            if attack is not None and attack.update_scale() != 1.0:
-                out[row].mul_(attack.update_scale())
+            scale_poisoned_update(attack, out[row])
             beta = worker.momentum
             if beta > 0.0:
                 buf = self.momentum_buffers.get(client)

@@ -96,11 +96,14 @@ class SequentialClients(UpdateProvider):
             x, y, idx = self.x, self.y, self.population.indices(client)
             attack = None if poison is None else poison.get(client)
             if attack is not None:
-                x, y = attack.poison(
+                x, y = poison_client_data(
+                    attack,
                     self.x[idx],
                     self.y[idx],
                     num_classes=self._classes(),
-                    generator=torch_generator(self.seed, round_, client, "poison"),
+                    seed=self.seed,
+                    round_=round_,
+                    client=client,
                 )
                 idx = _arange_like(idx)
             res = self.trainer.train(
@@ -111,8 +114,7 @@ class SequentialClients(UpdateProvider):
                 generator=torch_generator(self.seed, round_, client, "train"),
                 out=out[row],
             )
-            if attack is not None and attack.update_scale() != 1.0:
-                out[row].mul_(attack.update_scale())
+            scale_poisoned_update(attack, out[row])
             results.append(ClientResult(client, res.num_samples, res.loss, dict(res.metrics)))
         return results
 
@@ -124,6 +126,28 @@ class SequentialClients(UpdateProvider):
                 )
             self.num_classes = int(self.y.max()) + 1
         return self.num_classes
+
+
+def poison_client_data(
+    attack: DataAttack,
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_classes: int,
+    seed: int,
+    round_: int,
+    client: int,
+) -> tuple[Tensor, Tensor]:
+    """``attack.poison`` of one client's data with the generator every provider must use:
+    derived from ``(seed, round, client, "poison")``."""
+    generator = torch_generator(seed, round_, client, "poison")
+    return attack.poison(x, y, num_classes=num_classes, generator=generator)
+
+
+def scale_poisoned_update(attack: DataAttack | None, row: Tensor) -> None:
+    """Multiply a poisoned client's update row by ``attack.update_scale()`` in place."""
+    if attack is not None and attack.update_scale() != 1.0:
+        row.mul_(attack.update_scale())
 
 
 def _arange_like(idx: Tensor) -> Tensor:
