@@ -315,7 +315,7 @@ class _AttackRound:
         train = honest + trained_adv
         total = len(train) + len(crafted_only) + extra
         rows = sim._rows(total)
-        from velocity.attacks import DataAttack
+        from velocity.attacks import AttackContext, DataAttack
 
         poison: dict[int, DataAttack] = {
             c: a.spec.attack
@@ -329,7 +329,9 @@ class _AttackRound:
         counts = [r.num_samples for r in results]
         honest_counts = counts[: len(honest)]
         claimed = round(sum(honest_counts) / len(honest_counts)) if honest_counts else 1
-        sizes = sim.population.sizes()
+        # Sample counts of adversaries that do not train (one per population client: only
+        # built when some exist, not on every attacked round of a 100k-client population).
+        sizes = sim.population.sizes() if crafted_only else None
         position = {c: i for i, c in enumerate(train)}
         next_free = len(train)
         names = [ids(c) for c in train]
@@ -356,8 +358,8 @@ class _AttackRound:
                     counts.extend([claimed] * f)
                 else:
                     names.extend(ids(c) for c in a.clients)
+                    assert sizes is not None
                     counts.extend(int(sizes[c]) for c in a.clients)
-            from velocity.attacks import AttackContext
 
             ctx = AttackContext(
                 honest=rows[: len(honest)],
