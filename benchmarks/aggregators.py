@@ -36,6 +36,11 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, Literal
 
+# Transparent huge pages for PyTorch's large CPU tensors, as the `velocity` command sets them;
+# read once per process at the first large allocation, so set before torch is imported. (This
+# script used to get it as a side effect of `import velocity`, which now sets nothing.)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import numpy as np
 import torch
 

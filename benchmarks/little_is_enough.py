@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# Transparent huge pages for PyTorch's large CPU tensors, as the `velocity` command sets them;
+# read once per process at the first large allocation, so set before torch is imported. (This
+# script used to get it as a side effect of `import velocity`, which now sets nothing.)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def rules(f: int) -> dict[str, Any]:

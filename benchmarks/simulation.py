@@ -32,6 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Transparent huge pages for PyTorch's large CPU tensors, as the `velocity` command sets them;
+# read once per process at the first large allocation, so set before torch is imported. (Worker
+# processes inherit it. This script used to get it as a side effect of `import velocity`,
+# which now sets nothing.)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 CLIENTS_PER_ROUND = 10
 SAMPLES_PER_CLIENT = 600
 BATCH = 10

@@ -8,8 +8,8 @@ describes:
 =========================  ==================================================================
 ``Orchestrator``           owns per-experiment round state: takes a round's client
                            updates, returns a ``RoundSummary``
-``ClientUpdate``           one client's update (:class:`velocity.types.ClientUpdate`)
-``RoundSummary``           one round's result (:class:`velocity.types.RoundSummary`)
+``ClientUpdate``           the seed's update: ``num_samples`` and trained ``weights``
+``RoundSummary``           the seed's round result (a view of ``velocity.types.RoundResult``)
 ``Strategy``               strategy factory: ``Strategy.fed_avg()``, ``Strategy.krum(f)``, ...
 ``aggregate``              standalone aggregation — numpy, torch or lists in, same kind out
 ``apply_gaussian_noise``   standalone noise kernel — numpy or torch in, same kind out
@@ -29,9 +29,10 @@ array([2.5, 3.5])
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
 
 import numpy as np
@@ -79,11 +80,16 @@ from velocity.strategies import (
     FedProx,
     Krum,
     MultiKrum,
+    RoundBatch,
     TrimmedMean,
     parse_strategy,
+    run_server_stages,
+    server_chain,
 )
 from velocity.strategies import Strategy as StrategySpec
-from velocity.types import ClientUpdate, ParamSpec, RoundSummary
+from velocity.types import ClientUpdate as EngineUpdate
+from velocity.types import ParamSpec, RoundResult, StageContext, StageState, admit
+from velocity.types._params import _json_value
 
 __all__ = [
     "AGGREGATORS",
@@ -394,37 +400,165 @@ def apply_gaussian_noise(
     return _noise_kernel(vector, std, generator)
 
 
+# ---------------------------------------------------------------------- seed types
+
+
+@dataclass(frozen=True, eq=False)
+class ClientUpdate:
+    """The seed's update struct: ``num_samples`` and the client's trained ``weights``.
+
+    ``weights`` maps every parameter name to its values after local training (the seed's
+    ``dict[str, list[float]]``); the :class:`Orchestrator` turns it into the engine's update
+    (:class:`velocity.types.ClientUpdate`, delta ``= weights − global``). ``client_id``
+    defaults to ``"client-<i>"`` by position in the round.
+
+    >>> ClientUpdate(num_samples=3, weights={"w": [1.0, 2.0]}).num_samples
+    3
+    """
+
+    num_samples: int
+    weights: Mapping[str, Sequence[float]]
+    client_id: str | None = None
+    loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.num_samples, bool)
+            or not isinstance(self.num_samples, int)
+            or (self.num_samples < 0)
+        ):
+            raise ValidationError(
+                f"ClientUpdate.num_samples must be an int >= 0; got {self.num_samples!r}"
+            )
+        if not isinstance(self.weights, Mapping):
+            raise ValidationError(
+                "ClientUpdate.weights must be a dict of parameter name to list of floats; "
+                f"got {type(self.weights).__name__}"
+            )
+
+    def to_update(self, spec: ParamSpec, global_params: Tensor, index: int) -> EngineUpdate:
+        """The engine's update: delta ``= weights − global_params`` in ``spec``'s layout."""
+        who = self.client_id or f"client-{index}"
+        weights = spec.from_lists(self.weights)
+        return EngineUpdate(who, self.num_samples, weights - global_params, loss=self.loss)
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """The seed's round result: ``round``, ``num_clients``, ``global_loss``,
+    ``attack_results`` (a JSON string) and ``selected_client_ids`` — a view of
+    :class:`velocity.types.RoundResult` (:meth:`from_result`), plus the aggregation
+    ``metrics``.
+
+    >>> s = RoundSummary(round=1, num_clients=2, global_loss=0.5, attack_results="[]",
+    ...                  selected_client_ids=("a", "b"))
+    >>> RoundSummary.from_dict(s.to_dict()) == s
+    True
+    """
+
+    round: int
+    num_clients: int
+    global_loss: float | None = None
+    attack_results: str = "[]"
+    selected_client_ids: tuple[str, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attack_results, str):
+            raise ValidationError(
+                "RoundSummary.attack_results is JSON text (the seed's form); got "
+                f"{type(self.attack_results).__name__}"
+            )
+        try:
+            parsed = json.loads(self.attack_results)
+        except ValueError as exc:
+            raise ValidationError(f"RoundSummary.attack_results is not JSON: {exc}") from None
+        if not isinstance(parsed, list):
+            raise ValidationError("RoundSummary.attack_results must be a JSON list")
+        object.__setattr__(self, "selected_client_ids", tuple(self.selected_client_ids))
+
+    @property
+    def attacks(self) -> list[dict[str, Any]]:
+        """``attack_results`` decoded."""
+        value: list[dict[str, Any]] = json.loads(self.attack_results)
+        return value
+
+    @classmethod
+    def from_result(cls, result: RoundResult) -> RoundSummary:
+        d = result.to_dict()
+        return cls(
+            round=result.round,
+            num_clients=result.num_clients,
+            global_loss=d["global_loss"] if d["global_loss"] is not None else d["train_loss"],
+            attack_results=json.dumps(d["attack_results"], sort_keys=True),
+            selected_client_ids=tuple(result.selected_client_ids),
+            metrics=d["aggregation"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "num_clients": self.num_clients,
+            "global_loss": self.global_loss,
+            "attack_results": self.attack_results,
+            "selected_client_ids": list(self.selected_client_ids),
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoundSummary:
+        known = {"round", "num_clients", "global_loss", "attack_results", "selected_client_ids"}
+        unknown = sorted(set(data) - known - {"metrics"})
+        if unknown:
+            raise ValidationError(f"RoundSummary.from_dict: unknown keys {unknown}")
+        attacks = data.get("attack_results", "[]")
+        if not isinstance(attacks, str):
+            attacks = json.dumps(attacks, sort_keys=True)
+        return cls(
+            round=int(data["round"]),
+            num_clients=int(data["num_clients"]),
+            global_loss=data.get("global_loss"),
+            attack_results=attacks,
+            selected_client_ids=tuple(data.get("selected_client_ids", ())),
+            metrics=dict(data.get("metrics", {})),
+        )
+
+
 # ---------------------------------------------------------------------- Orchestrator
 
 
 class Orchestrator:
-    """Owns one experiment's round state: the global parameters, the round counter, the
-    server optimizer state and the history of :class:`RoundSummary`.
+    """Owns one experiment's round state (the seed's native orchestrator): the global
+    parameters, the round counter, the server stages' state and the history.
 
-    Each call of :meth:`aggregate_round` validates the round's client updates,
-    writes their deltas into ONE preallocated contiguous ``(n, d)`` float32 tensor (a row per
-    client), aggregates it with the strategy (sample counts as weights), and applies the
-    result: ``params + delta``, or the strategy's server optimizer when it has one
-    (``Pipeline(..., FedAdam())``). Client selection and training live in
-    ``velocity.server``; this class only turns updates into a new global model.
+    :meth:`aggregate_round` takes a round's updates — the seed's :class:`ClientUpdate`
+    (trained weights) or the engine's :class:`velocity.types.ClientUpdate` (deltas) —,
+    admits them with the engine's one admission check (length, duplicates, round stamp,
+    digest when present), stacks them in ONE ``(n, d)`` float32 tensor, and runs the same
+    server stages as the round engine (:class:`velocity.strategies.AggregateStage`, then
+    :class:`velocity.strategies.ServerStepStage`): ``params + delta``, or the strategy's
+    server optimizer. Client selection and training are the engine's
+    (:class:`velocity.server.RoundEngine`); this class only turns updates into a model.
 
     Parameters
     ----------
     global_params : Tensor or dict of str to list of float
-        The initial global model: a flat ``(d,)`` floating tensor (kept as float32 on its
-        device), or the seed's ``{name: [floats]}`` form.
+        The initial global model: a flat ``(d,)`` floating tensor (kept as float32), or the
+        seed's ``{name: [floats]}`` form.
     strategy : Strategy, strategy dataclass, Pipeline, str or dict, optional
         How to aggregate; ``FedAvg()`` when omitted.
     spec : ParamSpec, optional
-        Layout of the flat vector, used by :attr:`global_weights`. Defaults to the dict's
-        names and lengths, or one parameter named ``"params"`` for a tensor.
+        Layout of the flat vector. Defaults to the dict's names and lengths, or one
+        parameter named ``"params"`` for a tensor.
+    seed : int
+        Root of randomized rules' draws (``(seed, round, "aggregate")``).
 
     Examples
     --------
     >>> orch = Orchestrator({"w": [0.0, 0.0]}, Strategy.fed_avg())
     >>> summary = orch.aggregate_round([
-    ...     ClientUpdate("a", 1, torch.tensor([1.0, 0.0])),
-    ...     ClientUpdate("b", 3, torch.tensor([1.0, 4.0])),
+    ...     ClientUpdate(num_samples=1, weights={"w": [1.0, 0.0]}, client_id="a"),
+    ...     ClientUpdate(num_samples=3, weights={"w": [1.0, 4.0]}, client_id="b"),
     ... ])
     >>> summary.round, summary.selected_client_ids, orch.global_weights
     (1, ('a', 'b'), {'w': [1.0, 3.0]})
@@ -436,6 +570,7 @@ class Orchestrator:
         strategy: StrategyLike | None = None,
         *,
         spec: ParamSpec | None = None,
+        seed: int = 0,
     ) -> None:
         if isinstance(global_params, Tensor):
             if global_params.ndim != 1 or not global_params.is_floating_point():
@@ -461,9 +596,11 @@ class Orchestrator:
             )
         self._spec = spec
         self._strategy = _resolve_strategy(FedAvg() if strategy is None else strategy)
+        self._stages = server_chain(self._strategy)
+        self._states: dict[str, StageState] = {s.name: s.init(spec) for s in self._stages}
         self._params = params
         self._round = 0
-        self._optimizer_state: dict[str, Tensor] | None = None
+        self._seed = int(seed)
         self._history: list[RoundSummary] = []
 
     def __repr__(self) -> str:
@@ -493,10 +630,7 @@ class Orchestrator:
 
     @property
     def global_params(self) -> Tensor:
-        """Current flat ``(d,)`` float32 global model.
-
-        A new tensor is made every round (never updated in place); do not modify it in place.
-        """
+        """Current flat ``(d,)`` float32 global model (a new tensor every round)."""
         return self._params
 
     @property
@@ -507,7 +641,7 @@ class Orchestrator:
     @property
     def optimizer_state(self) -> Mapping[str, Tensor] | None:
         """The server optimizer's state (``None`` before its first step or without one)."""
-        return self._optimizer_state
+        return self._states.get("server_step") or None
 
     @property
     def history(self) -> tuple[RoundSummary, ...]:
@@ -516,183 +650,94 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ the round
 
-    def _check(self, updates: Sequence[ClientUpdate], round_: int) -> None:
-        seen: set[str] = set()
-        for index, update in enumerate(updates):
-            if not isinstance(update, ClientUpdate):
-                raise ValidationError(
-                    f"round {round_}: update {index} must be a ClientUpdate; "
-                    f"got {type(update).__name__}"
-                )
-            who = update.client_id
-            if who in seen:
-                raise ProtocolError(f"round {round_}: client {who!r} sent more than one update")
-            seen.add(who)
-            if update.d != self.d:
-                raise ValidationError(
-                    f"round {round_}: update from client {who!r} has d={update.d}; "
-                    f"the global model has d={self.d}"
-                )
-            if update.round not in (0, round_):
-                raise ProtocolError(
-                    f"round {round_}: update from client {who!r} is for round {update.round}"
-                )
-            if update.digest is not None and not update.verify_digest():
-                raise ProtocolError(
-                    f"round {round_}: digest mismatch for the update from client {who!r} "
-                    f"(claimed {update.digest[:16]}..., computed {update.compute_digest()[:16]}...)"
-                )
-
     def aggregate_round(
         self,
-        updates: Sequence[ClientUpdate],
+        updates: Sequence[ClientUpdate | EngineUpdate],
         *,
         global_loss: float | None = None,
         attack_results: Sequence[Mapping[str, Any] | Any] = (),
-        generator: torch.Generator | None = None,
     ) -> RoundSummary:
         """Aggregate one round of updates into the global model and record the summary.
 
         Parameters
         ----------
         updates : sequence of ClientUpdate
-            At least one; distinct client ids; each delta of length ``d``; ``round``
-            either ``0`` (not stamped) or this round's number (:attr:`round` + 1); a
-            ``digest``, when present, must match the delta.
+            At least one; the seed's :class:`ClientUpdate` or the engine's
+            :class:`velocity.types.ClientUpdate` (distinct client ids; each delta of length
+            ``d``; ``round`` either ``0`` (not stamped) or this round's number; a
+            ``digest``, when present, must match the delta).
         global_loss : float, optional
             The round's loss for the summary; defaults to the sample-weighted mean of the
             clients' reported losses when every client reported one.
         attack_results : sequence of mappings or dataclasses
-            Recorded as they are in the summary.
-        generator : torch.Generator, optional
-            Randomness for strategies that need it (``Bucketing``).
-
-        Returns
-        -------
-        RoundSummary
-            ``metrics`` holds the aggregation metrics (``rule``, ``n``, ``n_aggregated``,
-            ``pre_aggregators``, ``dropped_nonfinite``), ``dropped_nonfinite_clients``
-            (client ids, when no pre-aggregator renumbered the rows), ``total_samples`` and
-            ``server_optimizer`` (class name or ``None``).
+            Recorded (as JSON) in the summary.
 
         Raises
         ------
         ValidationError
-            No updates, an update that is not a ``ClientUpdate``, or a wrong ``d``.
+            No updates, an update of another type, or a wrong ``d``.
         ProtocolError
             A wrong round number, a bad digest, or two updates from one client.
 
         Nothing changes when an error is raised.
         """
-        updates = list(updates)
+        items = list(updates)
         round_ = self._round + 1
-        if not updates:
+        if not items:
             raise ValidationError(f"round {round_}: aggregate_round needs at least one update")
-        self._check(updates, round_)
-
-        n, device = len(updates), self._params.device
-        rows = torch.empty((n, self.d), dtype=torch.float32, device=device)
-        for index, update in enumerate(updates):
+        engine_updates: list[EngineUpdate] = []
+        for index, item in enumerate(items):
+            if isinstance(item, ClientUpdate):
+                engine_updates.append(item.to_update(self._spec, self._params, index))
+            elif isinstance(item, EngineUpdate):
+                engine_updates.append(item)
+            else:
+                raise ValidationError(
+                    f"round {round_}: update {index} must be a ClientUpdate; "
+                    f"got {type(item).__name__}"
+                )
+        seen: set[str] = set()
+        for update in engine_updates:
+            if update.d != self.d and update.delta is not None:
+                raise ValidationError(
+                    f"round {round_}: update from client {update.client_id!r} has "
+                    f"d={update.d}; the global model has d={self.d}"
+                )
+            refused = admit(update, round_=round_, d=self.d, seen=seen, require_digest=False)
+            if refused is not None:
+                raise ProtocolError(
+                    f"round {round_}: update from client {update.client_id!r}: {refused.message}"
+                )
+        rows = torch.empty((len(engine_updates), self.d), dtype=torch.float32)
+        for index, update in enumerate(engine_updates):
+            assert update.delta is not None
             rows[index].copy_(update.delta.detach())
-        return self.aggregate_stacked(
-            rows,
-            [update.num_samples for update in updates],
-            [update.client_id for update in updates],
-            global_loss=_round_loss(updates) if global_loss is None else global_loss,
-            attack_results=attack_results,
-            generator=generator,
+        batch = RoundBatch(
+            rows=rows,
+            num_samples=[u.num_samples for u in engine_updates],
+            client_ids=[u.client_id for u in engine_updates],
         )
-
-    def aggregate_stacked(
-        self,
-        rows: Tensor,
-        num_samples: Sequence[int],
-        client_ids: Sequence[str],
-        *,
-        global_loss: float | None = None,
-        attack_results: Sequence[Mapping[str, Any] | Any] = (),
-        generator: torch.Generator | None = None,
-    ) -> RoundSummary:
-        """Aggregate a round whose deltas already sit in one ``(n, d)`` stack, without copying.
-
-        The simulation engine's providers write every client's delta straight into a row of
-        a preallocated stack; this is :meth:`aggregate_round` from that point on. ``rows`` is
-        read, never modified; the caller has already checked the updates.
-        """
-        round_ = self._round + 1
-        n = len(client_ids)
-        if rows.ndim != 2 or rows.shape != (n, self.d) or len(num_samples) != n:
-            raise ValidationError(
-                f"round {round_}: rows must have shape ({n}, {self.d}) with {n} sample counts; "
-                f"got {tuple(rows.shape)} and {len(num_samples)}"
-            )
-        counts = [int(c) for c in num_samples]
-        weights = torch.tensor(counts, dtype=torch.float64, device=rows.device)
-
-        result = self._strategy.aggregate(rows, weights, generator=generator)
-        delta = result.update.to(self._params.device)
-        optimizer = self._strategy.server_optimizer
-        state = self._optimizer_state
-        if optimizer is None:
-            params = self._params + delta
-        else:
-            params, state = optimizer.step(self._params, delta, state)
-
-        metrics: dict[str, Any] = dict(result.metrics)
-        if not self._strategy.pre_aggregators:
-            dropped = metrics.get("dropped_nonfinite", [])
-            metrics["dropped_nonfinite_clients"] = [client_ids[int(i)] for i in dropped]
-        metrics["total_samples"] = sum(counts)
-        metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
+        ctx = StageContext(self._seed, round_, self._round, self._spec, self._params)
+        batch, states, metrics = run_server_stages(self._stages, batch, self._states, ctx)
+        assert batch.params is not None
         summary = RoundSummary(
             round=round_,
-            num_clients=n,
-            global_loss=global_loss,
-            attack_results=tuple(attack_results),
-            selected_client_ids=tuple(client_ids),
-            metrics=metrics,
+            num_clients=len(engine_updates),
+            global_loss=_round_loss(engine_updates) if global_loss is None else global_loss,
+            attack_results=json.dumps(
+                [_json_value(a) for a in attack_results], sort_keys=True, default=str
+            ),
+            selected_client_ids=tuple(batch.client_ids),
+            metrics=dict(metrics["aggregate"]),
         )
-        self._params = params
-        self._optimizer_state = state
+        self._params = batch.params
+        self._states.update(states)
         self._round = round_
         self._history.append(summary)
         return summary
 
-    def annotate_last(self, attack_results: Sequence[Mapping[str, Any]]) -> None:
-        """Attach the last round's attack results (known only after aggregation) to its summary."""
-        if not self._history:
-            raise ValidationError("annotate_last: no round has been aggregated yet")
-        last = self._history[-1]
-        self._history[-1] = RoundSummary(
-            round=last.round,
-            num_clients=last.num_clients,
-            global_loss=last.global_loss,
-            attack_results=tuple(attack_results),
-            selected_client_ids=last.selected_client_ids,
-            metrics=dict(last.metrics),
-        )
 
-    def load_state(
-        self,
-        params: Tensor,
-        *,
-        round_: int,
-        optimizer_state: Mapping[str, Tensor] | None = None,
-        history: Sequence[RoundSummary] = (),
-    ) -> None:
-        """Restore a checkpointed state: parameters, round counter, optimizer state, history."""
-        if params.shape != (self.d,) or not params.is_floating_point():
-            raise ValidationError(
-                f"Orchestrator.load_state: params must be a ({self.d},) floating tensor; "
-                f"got {tuple(params.shape)} {params.dtype}"
-            )
-        self._params = params.detach().to(torch.float32, copy=True)
-        self._round = int(round_)
-        self._optimizer_state = None if optimizer_state is None else dict(optimizer_state)
-        self._history = list(history)
-
-
-def _round_loss(updates: Sequence[ClientUpdate]) -> float | None:
+def _round_loss(updates: Sequence[EngineUpdate]) -> float | None:
     """Sample-weighted mean of the reported losses (plain mean if no samples); None if any
     client did not report one."""
     losses = [update.loss for update in updates]

@@ -66,6 +66,29 @@ def test_spec_fraction_must_be_a_number(fraction: object) -> None:
         AttackSpec(ATTACK, fraction=fraction)  # type: ignore[arg-type]
 
 
+def test_spec_field_errors_name_the_attack_field_and_accepted_values() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        AttackSpec(ATTACK, fraction=2)
+    assert str(info.value) == "attack model_poisoning.fraction must be in (0, 1]; got 2"
+    with pytest.raises(ConfigurationError) as info:
+        AttackSpec(ATTACK, clients="client-1")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "attack model_poisoning.clients must be a list of client ids or indices; got 'client-1'"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        AttackSpec(ATTACK, fraction=0.1, start_round=3, end_round=2)
+    assert str(info.value) == (
+        "attack model_poisoning.end_round must be None or an int >= start_round (3); got 2"
+    )
+
+
+def test_spec_fraction_is_stored_as_a_float() -> None:
+    spec = AttackSpec(ATTACK, fraction=1)
+    assert isinstance(spec.fraction, float)
+    assert spec == AttackSpec(ATTACK, fraction=1.0)
+    assert hash(spec) == hash(AttackSpec(ATTACK, fraction=1.0))
+
+
 def test_spec_clients_must_not_be_empty() -> None:
     with pytest.raises(ConfigurationError, match="clients must not be empty"):
         AttackSpec(ATTACK, clients=())

@@ -99,6 +99,12 @@ def test_cells_and_cell_configs() -> None:
         ({"defences": {"d": {"type": "Krumm"}}}, "defences.d: unknown strategy type 'Krumm'"),
         ({"defences": {"d": {"strategy": "FedAvg", "attacks": ["zz"]}}}, "unknown attack labels"),
         ({"defences": {"d": {"strategy": "FedAvg", "when": 1}}}, "unknown keys ['when']"),
+        ({"name": 5}, "name: must be a non-empty string; got 5"),
+        ({"base": 3}, "base: must be an experiment mapping; got 3"),
+        ({"byzantine_fraction": True}, "byzantine_fraction: must be in (0, 0.5); got true"),
+        ({"byzantine_fraction": "0.2"}, "byzantine_fraction: must be in (0, 0.5); got '0.2'"),
+        ({"attacks": {"x": 3}}, "attacks.x: must be a mapping with 'type'; got 3"),
+        ({"defences": ["FedAvg"]}, "defences: must be a non-empty mapping label -> strategy"),
     ],
 )
 def test_grid_errors_name_the_field(changes: dict[str, Any], message: str) -> None:

@@ -10,8 +10,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from velocity.errors import ConfigurationError, ValidationError
-from velocity.strategies._constraints import Constraint, check_parameters
+from velocity._validation import Constraint, Integer, check_parameters, check_value
+from velocity.errors import ValidationError
 
 __all__ = [
     "Attack",
@@ -20,6 +20,8 @@ __all__ = [
     "DataAttack",
     "UpdateAttack",
 ]
+
+_NUM_CLASSES = Integer(low=2)
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,9 @@ class DataAttack(Attack):
                 f"{self.name}: needs integer class labels y of shape (n,) matching x; got "
                 f"x {tuple(x.shape)}, y {tuple(y.shape)}"
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigurationError(f"{self.name}: num_classes must be an int >= 2")
+        num_classes = check_value(
+            f"{type(self).__name__}.poison", "num_classes", num_classes, _NUM_CLASSES
+        )
         return self._poison(x, y, num_classes, generator)
 
     def _poison(

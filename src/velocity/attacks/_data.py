@@ -9,9 +9,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from velocity._validation import Constraint, Integer, NoneOr, Real
 from velocity.attacks._base import DataAttack
 from velocity.errors import ValidationError
-from velocity.strategies._constraints import Constraint, Integer, NoneOr, Real
 
 __all__ = ["Backdoor", "LabelFlip", "LabelFlipping", "reverse_labels"]
 

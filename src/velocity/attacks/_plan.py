@@ -4,17 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from velocity._random import torch_generator
+from velocity._validation import (
+    Boolean,
+    Constraint,
+    Described,
+    Integer,
+    NoneOr,
+    Real,
+    TupleOf,
+    check_parameters,
+    check_value,
+)
 from velocity.attacks._base import Attack
 from velocity.attacks._registry import attack_to_dict, parse_attack
 from velocity.attacks._update import SybilNodes
 from velocity.errors import ConfigurationError
 
 __all__ = ["Assignment", "AttackPlan", "AttackSpec"]
+
+# Their items (ids or indices) are resolved, and checked, against the population by AttackPlan.
+_CLIENTS = Described(TupleOf(), "a list of client ids or indices")
 
 
 @dataclass(frozen=True)
@@ -42,10 +56,27 @@ class AttackSpec:
     end_round: int | None = None
     per_round: bool = False
 
+    # ``fraction`` is None when ``clients`` names the adversaries (and for sybil_nodes);
+    # whether it must be given is a cross-field rule, checked below.
+    _constraints: ClassVar[Mapping[str, Constraint]] = {
+        "fraction": Described(NoneOr(Real(low=0.0, high=1.0, low_open=True)), "in (0, 1]"),
+        "start_round": Integer(low=1),
+        "per_round": Boolean(),
+    }
+
     def __post_init__(self) -> None:
-        name = getattr(self.attack, "name", type(self.attack).__name__)
         if not isinstance(self.attack, Attack):
             raise ConfigurationError(f"AttackSpec.attack must be an Attack; got {self.attack!r}")
+        name = self.attack.name
+        owner = f"attack {name}"
+        check_parameters(self, self._constraints, owner=owner)
+        start = self.start_round
+        end_round = Described(
+            NoneOr(Integer(low=start)), f"None or an int >= start_round ({start})"
+        )
+        object.__setattr__(
+            self, "end_round", check_value(owner, "end_round", self.end_round, end_round)
+        )
         sybil = isinstance(self.attack, SybilNodes)
         if sybil and (self.fraction is not None or self.clients is not None):
             raise ConfigurationError(
@@ -57,50 +88,15 @@ class AttackSpec:
                 f"attack {name}: give exactly one of fraction (share of clients) and clients "
                 "(their ids)"
             )
-        if self.fraction is not None and (
-            isinstance(self.fraction, bool)
-            or not isinstance(self.fraction, int | float)
-            or not 0.0 < float(self.fraction) <= 1.0
-        ):
-            raise ConfigurationError(
-                f"attack {name}: fraction must be in (0, 1]; got {self.fraction!r}"
-            )
-        if self.clients is not None and (
-            isinstance(self.clients, str) or not isinstance(self.clients, tuple | list)
-        ):
-            raise ConfigurationError(
-                f"attack {name}: clients must be a list of client ids or indices; "
-                f"got {self.clients!r}"
-            )
-        if self.clients is not None and len(self.clients) == 0:
-            raise ConfigurationError(f"attack {name}: clients must not be empty")
         if self.clients is not None:
-            object.__setattr__(self, "clients", tuple(self.clients))
-        if not isinstance(self.per_round, bool):
-            raise ConfigurationError(
-                f"attack {name}: per_round must be true or false; got {self.per_round!r}"
-            )
+            clients = check_value(owner, "clients", self.clients, _CLIENTS)
+            if not clients:
+                raise ConfigurationError(f"attack {name}: clients must not be empty")
+            object.__setattr__(self, "clients", clients)
         if self.per_round and self.fraction is None:
             raise ConfigurationError(
                 f"attack {name}: per_round applies to a fraction of each round's participants; "
                 "it does not go with clients or sybil_nodes"
-            )
-        if (
-            isinstance(self.start_round, bool)
-            or not isinstance(self.start_round, int)
-            or (self.start_round < 1)
-        ):
-            raise ConfigurationError(
-                f"attack {name}: start_round must be an int >= 1; got {self.start_round!r}"
-            )
-        if self.end_round is not None and (
-            isinstance(self.end_round, bool)
-            or not isinstance(self.end_round, int)
-            or self.end_round < self.start_round
-        ):
-            raise ConfigurationError(
-                f"attack {name}: end_round must be None or an int >= start_round "
-                f"({self.start_round}); got {self.end_round!r}"
             )
 
     def active(self, round_: int) -> bool:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from velocity._validation import constraints_of
 from velocity.attacks._base import Attack
 from velocity.attacks._data import Backdoor, LabelFlip, LabelFlipping
 from velocity.attacks._update import (
@@ -23,7 +24,6 @@ from velocity.attacks._update import (
     SybilNodes,
 )
 from velocity.errors import ConfigurationError
-from velocity.strategies._constraints import constraints_of
 
 __all__ = [
     "ATTACKS",

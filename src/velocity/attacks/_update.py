@@ -17,9 +17,9 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from velocity._validation import Constraint, Integer, NoneOr, OneOf, Real
 from velocity.attacks._base import AttackContext, UpdateAttack
 from velocity.errors import ValidationError
-from velocity.strategies._constraints import Constraint, Integer, NoneOr, OneOf, Real
 
 __all__ = [
     "Empire",

@@ -25,6 +25,14 @@ Examples
 from __future__ import annotations
 
 from velocity.client._config import TrainConfig, TrainResult
+from velocity.client._stages import WorkerMomentum, run_client_stages
 from velocity.client._trainer import LossFn, Trainer
 
-__all__ = ["LossFn", "TrainConfig", "TrainResult", "Trainer"]
+__all__ = [
+    "LossFn",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "WorkerMomentum",
+    "run_client_stages",
+]

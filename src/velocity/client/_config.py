@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from velocity.strategies._constraints import Integer, NoneOr, Real, check_parameters
+from velocity._validation import Integer, NoneOr, Real, check_parameters
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from velocity.strategies._constraints import Constraint
+    from velocity._validation import Constraint
 
 __all__ = ["TrainConfig", "TrainResult"]
 

@@ -133,6 +133,7 @@ class Trainer:
         *,
         generator: torch.Generator,
         out: Tensor | None = None,
+        config: TrainConfig | None = None,
     ) -> TrainResult:
         """Train from ``global_params`` on the client's examples ``x[indices]``.
 
@@ -151,6 +152,8 @@ class Trainer:
             ``(d,)`` float32 tensor to write the update into, typically row ``i`` of the
             round's :meth:`ParamSpec.stack`, on ``global_params``' device. Must not overlap
             ``global_params``.
+        config : TrainConfig, optional
+            This call's settings (a task's per-client overrides); the trainer's own by default.
 
         Returns
         -------
@@ -164,7 +167,7 @@ class Trainer:
             Empty or out-of-range ``indices`` (the client has no usable data), or tensors of
             the wrong shape, dtype or device.
         """
-        config = self._config
+        config = self._config if config is None else config
         n = self._check_data(x, y, indices)
         self._check_vector("global_params", global_params)
         if not isinstance(generator, torch.Generator):

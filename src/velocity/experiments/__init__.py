@@ -3,7 +3,7 @@
 - :func:`load_config` / :func:`parse_config` -> :class:`ExperimentConfig` (strict, frozen
   pydantic models; every problem reported by its dotted path, see ``docs/configuration.md``);
 - the runner (``velocity.experiments.runner.run_experiment``) returns a :class:`RunResult`
-  of :class:`RoundRecord` s;
+  of :class:`RoundResult` s;
 - :func:`write_outputs` writes ``summary.json``, ``metrics.json``, ``communication.json``,
   ``config.resolved.yaml``, ``plots/*.png`` and ``report.html``.
 
@@ -28,7 +28,7 @@ from velocity.experiments.config import (
     parse_config,
 )
 from velocity.experiments.outputs import build_summary, write_outputs
-from velocity.experiments.results import RoundCallback, RoundRecord, RunResult
+from velocity.experiments.results import RoundCallback, RoundResult, RunResult
 
 __all__ = [
     "DATASETS",
@@ -42,7 +42,7 @@ __all__ = [
     "OutputConfig",
     "PrivacyConfig",
     "RoundCallback",
-    "RoundRecord",
+    "RoundResult",
     "RunResult",
     "SimulationConfig",
     "StragglerConfig",

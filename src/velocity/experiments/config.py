@@ -10,6 +10,7 @@ and the values it accepts)::
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
     privacy, governance, async_fl, compression   (validated; enabled: true is not available yet)
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
+    backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
 
 Every section is a pydantic model with ``extra="forbid"`` (a misspelt key is an error that
@@ -61,6 +62,7 @@ __all__ = [
     "DATASETS",
     "MODEL_IDS",
     "AsyncFLConfig",
+    "BackendConfig",
     "ClientConfig",
     "CompressionConfig",
     "ExperimentConfig",
@@ -273,6 +275,21 @@ class CompressionConfig(_PlannedSection):
     error_feedback: bool = False
 
 
+class BackendConfig(_Section):
+    """Where the simulated clients run (``velocity backends`` lists the types).
+
+    ``sequential`` (default): in this process, one after another; ``loopback``: every task
+    and update through bytes, as over a network (``max_bytes`` bounds a frame);
+    ``out_of_order``: tasks executed in a random order and delivered at random virtual
+    times (``seed``, ``spread_s``). Every backend gives the same model.
+    """
+
+    type: Literal["sequential", "loopback", "out_of_order"] = "sequential"
+    seed: int = Field(default=0, ge=0)
+    spread_s: float = Field(default=1.0, gt=0)
+    max_bytes: int | None = Field(default=None, ge=1024)
+
+
 class OutputConfig(_Section):
     """Where and what a run writes: ``<dir>/<name>/`` (see ``docs/configuration.md``)."""
 
@@ -310,6 +327,7 @@ class ExperimentConfig(_Section):
     async_fl: AsyncFLConfig = Field(default_factory=AsyncFLConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     attacks: list[Any] = Field(default_factory=list)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")

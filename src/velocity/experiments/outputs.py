@@ -4,7 +4,7 @@
 
     <out_dir>/
       summary.json              always: headline numbers, identity (hashes), written_at
-      metrics.json              save_metrics: every RoundRecord
+      metrics.json              save_metrics: every RoundResult
       communication.json        save_metrics: bytes per round, totals, uploads per client
       config.resolved.yaml      always: the configuration with every default filled
       report.html               always: self-contained page (plots embedded)
@@ -98,7 +98,7 @@ def _communication(result: RunResult) -> dict[str, Any]:
     selections: Counter[str] = Counter()
     for record in result.rounds:
         uploads.update(record.participated)
-        selections.update(record.selected)
+        selections.update(record.selected_client_ids)
     order = {cid: i for i, cid in enumerate(result.client_ids)}
 
     def ordered(counts: Counter[str]) -> dict[str, int]:

@@ -124,7 +124,7 @@ def _table(result: RunResult) -> str:
     for r in result.rounds:
         cells = (
             str(r.round),
-            str(len(r.selected)),
+            str(len(r.selected_client_ids)),
             str(len(r.participated)),
             str(len(r.stragglers)),
             str(len(r.dropped)),

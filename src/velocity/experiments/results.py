@@ -1,4 +1,5 @@
-"""What a run returns: one :class:`RoundRecord` per round inside a :class:`RunResult`.
+"""What a run returns: one :class:`~velocity.types.RoundResult` per round inside a
+:class:`RunResult`.
 
 The runner fills these; :func:`velocity.experiments.write_outputs` turns them into the files
 of ``outputs/<name>/``. Conventions:
@@ -17,12 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from velocity.sim.records import RoundRecord  # one record type; the simulation layer owns it
+from velocity.types import RoundResult  # the one round record, owned by the bottom layer
 
-__all__ = ["RoundCallback", "RoundRecord", "RunResult", "jsonable"]
+__all__ = ["RoundCallback", "RoundResult", "RunResult", "jsonable"]
 
 
-RoundCallback: TypeAlias = Callable[[RoundRecord], None]
+RoundCallback: TypeAlias = Callable[[RoundResult], None]
 """``on_round(record)``: called by the runner after each round (progress bars, logging)."""
 
 
@@ -46,7 +47,7 @@ class RunResult:
         Clients in the population.
     client_ids : tuple of str
         Every client id, in population order.
-    rounds : tuple of RoundRecord
+    rounds : tuple of RoundResult
         One record per completed round, in order.
     label_histogram : list of list of int
         ``(num_clients, num_classes)`` training-label counts per client; for very large
@@ -68,7 +69,7 @@ class RunResult:
     num_params: int
     num_clients: int
     client_ids: tuple[str, ...]
-    rounds: tuple[RoundRecord, ...]
+    rounds: tuple[RoundResult, ...]
     label_histogram: list[list[int]]
     final_model_digest: str
     wall_time_s: float

@@ -18,8 +18,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from velocity._validation import (
+    INVALID,
+    Constraint,
+    Described,
+    MappingOf,
+    NoneOr,
+    Real,
+    String,
+    TupleOf,
+)
 from velocity.errors import VelocityError
 from velocity.experiments.config import (
     ExperimentConfig,
@@ -40,6 +50,26 @@ __all__ = [
 ]
 
 _TOP_KEYS = ("name", "base", "byzantine_fraction", "attacks", "defences")
+
+# The grid file's typed fields; problems read ``path: must be <description>; got <value>``
+# (the experiment config's form). Cross-references (defence -> attack labels) and the
+# attacks and strategies themselves are checked in :func:`parse_grid`.
+_GRID: Final[Mapping[str, Constraint]] = {
+    "name": String(min_length=1),
+    "base": Described(MappingOf(), "an experiment mapping"),
+    "byzantine_fraction": Described(
+        Real(low=0.0, high=0.5, low_open=True, high_open=True), "in (0, 0.5)"
+    ),
+    "attacks": Described(
+        MappingOf(min_length=1), "a non-empty mapping label -> attack (null for no attack)"
+    ),
+    "defences": Described(
+        MappingOf(min_length=1),
+        "a non-empty mapping label -> strategy (or {strategy, attacks})",
+    ),
+}
+_ATTACK: Final = Described(MappingOf(), "a mapping with 'type'")
+_ONLY: Final = Described(NoneOr(TupleOf()), "a list of attack labels")
 
 
 @dataclass(frozen=True)
@@ -114,109 +144,96 @@ def parse_grid(data: object, *, source: str | None = None) -> GridConfig:
     if problems:
         raise InvalidConfigError(problems, source=source)
 
-    name = data["name"]
-    base_data = data["base"]
+    def check(path: str, value: object, constraint: Constraint) -> Any:
+        """``value`` converted by ``constraint``, or INVALID with the problem recorded."""
+        converted = constraint.convert(value)
+        if converted is INVALID:
+            problems.append(f"{path}: must be {constraint.describe()}; got {_show(value)}")
+        return converted
+
+    name = check("name", data["name"], _GRID["name"])
+    base_data = check("base", data["base"], _GRID["base"])
     base: ExperimentConfig | None = None
-    if not isinstance(base_data, Mapping):
-        problems.append(f"base: must be an experiment mapping; got {_show(base_data)}")
-    else:
+    if base_data is not INVALID:
         for key in ("strategy", "attacks", "name"):
             if key in base_data:
                 problems.append(f"base.{key}: set by the grid; remove it from base")
         if not problems:
             try:
-                base = parse_config({"name": str(name), **base_data})
+                base = parse_config({"name": name, **base_data})
             except InvalidConfigError as error:
                 problems.extend(f"base.{p}" for p in error.problems)
 
-    fraction = data.get("byzantine_fraction", 0.2)
-    if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, int | float)
-        or not (0.0 < float(fraction) < 0.5)
-    ):
-        problems.append(f"byzantine_fraction: must be in (0, 0.5); got {_show(fraction)}")
+    fraction = check(
+        "byzantine_fraction", data.get("byzantine_fraction", 0.2), _GRID["byzantine_fraction"]
+    )
+    if fraction is INVALID:
         fraction = 0.2
 
     attacks: dict[str, Mapping[str, Any] | None] = {}
-    raw_attacks = data["attacks"]
-    if not isinstance(raw_attacks, Mapping) or not raw_attacks:
-        problems.append(
-            "attacks: must be a non-empty mapping label -> attack (null for no attack); "
-            f"got {_show(raw_attacks)}"
+    raw_attacks = check("attacks", data["attacks"], _GRID["attacks"])
+    if raw_attacks is INVALID:
+        raw_attacks = {}
+    for label, spec in raw_attacks.items():
+        if spec is None:
+            attacks[str(label)] = None
+            continue
+        if check(f"attacks.{label}", spec, _ATTACK) is INVALID:
+            continue
+        plan_keys = sorted(
+            {"fraction", "clients", "per_round", "start_round", "end_round"} & set(spec)
         )
-    else:
-        for label, spec in raw_attacks.items():
-            if spec is None:
-                attacks[str(label)] = None
-                continue
-            if not isinstance(spec, Mapping):
-                problems.append(
-                    f"attacks.{label}: must be a mapping with 'type'; got {_show(spec)}"
-                )
-                continue
-            plan_keys = sorted(
-                {"fraction", "clients", "per_round", "start_round", "end_round"} & set(spec)
+        if plan_keys:
+            problems.append(
+                f"attacks.{label}: the grid sets who attacks and when (the same clients "
+                f"in every cell, every round); remove {', '.join(plan_keys)}"
             )
-            if plan_keys:
-                problems.append(
-                    f"attacks.{label}: the grid sets who attacks and when (the same clients "
-                    f"in every cell, every round); remove {', '.join(plan_keys)}"
-                )
-                continue
-            try:
-                AttackSpec.from_dict({**spec, "fraction": float(fraction)})
-            except ValueError as error:
-                problems.append(f"attacks.{label}: {error}")
-                continue
-            attacks[str(label)] = dict(spec)
+            continue
+        try:
+            AttackSpec.from_dict({**spec, "fraction": fraction})
+        except ValueError as error:
+            problems.append(f"attacks.{label}: {error}")
+            continue
+        attacks[str(label)] = dict(spec)
 
     defences: list[Defence] = []
-    raw_defences = data["defences"]
-    if not isinstance(raw_defences, Mapping) or not raw_defences:
-        problems.append(
-            "defences: must be a non-empty mapping label -> strategy (or {strategy, attacks}); "
-            f"got {_show(raw_defences)}"
-        )
-    else:
-        for label, spec in raw_defences.items():
-            only: tuple[str, ...] | None = None
-            strategy = spec
-            if isinstance(spec, Mapping) and "strategy" in spec:
-                extra = set(spec) - {"strategy", "attacks"}
-                if extra:
+    raw_defences = check("defences", data["defences"], _GRID["defences"])
+    if raw_defences is INVALID:
+        raw_defences = {}
+    for label, spec in raw_defences.items():
+        only: tuple[str, ...] | None = None
+        strategy = spec
+        if isinstance(spec, Mapping) and "strategy" in spec:  # {strategy, attacks} form
+            extra = set(spec) - {"strategy", "attacks"}
+            if extra:
+                problems.append(
+                    f"defences.{label}: unknown keys {sorted(extra)}; valid: strategy, attacks"
+                )
+                continue
+            strategy = spec["strategy"]
+            listed = check(f"defences.{label}.attacks", spec.get("attacks"), _ONLY)
+            if listed is INVALID:
+                continue
+            if listed is not None:
+                unknown = [a for a in listed if a not in raw_attacks]
+                if unknown:
                     problems.append(
-                        f"defences.{label}: unknown keys {sorted(extra)}; valid: strategy, attacks"
+                        f"defences.{label}.attacks: unknown attack labels {unknown}; "
+                        f"defined: {', '.join(map(str, raw_attacks))}"
                     )
                     continue
-                strategy = spec["strategy"]
-                listed = spec.get("attacks")
-                if listed is not None:
-                    if not isinstance(listed, list):
-                        problems.append(
-                            f"defences.{label}.attacks: must be a list of attack labels; "
-                            f"got {_show(listed)}"
-                        )
-                        continue
-                    unknown = [a for a in listed if a not in raw_attacks]
-                    if unknown:
-                        problems.append(
-                            f"defences.{label}.attacks: unknown attack labels {unknown}; "
-                            f"defined: {', '.join(map(str, raw_attacks))}"
-                        )
-                        continue
-                    only = tuple(str(a) for a in listed)
-            try:
-                parse_strategy(strategy)
-            except ValueError as error:
-                problems.append(f"defences.{label}: {error}")
-                continue
-            defences.append(Defence(str(label), strategy, only))
+                only = tuple(str(a) for a in listed)
+        try:
+            parse_strategy(strategy)
+        except ValueError as error:
+            problems.append(f"defences.{label}: {error}")
+            continue
+        defences.append(Defence(str(label), strategy, only))
 
     if problems or base is None:
         raise InvalidConfigError(problems or ["base: invalid"], source=source)
     grid = GridConfig(
-        name=str(name),
+        name=name,
         base=base,
         byzantine_fraction=float(fraction),
         attacks=attacks,
@@ -282,19 +299,19 @@ def run_grid(
         start = time.perf_counter()
         config = grid.cell_config(attack, defence)
         federation = build_simulation(config, seed=config.seed, datasets=data)
-        simulation = federation.simulation
+        engine = federation.engine
         error: str | None = None
         try:
-            simulation.run(total)
+            engine.run(total)
         except VelocityError as exc:
             # e.g. every update non-finite once the model has diverged: the cell collapsed
-            error = f"round {simulation.round + 1}: {exc}"
+            error = f"round {engine.round + 1}: {exc}"
         wall = time.perf_counter() - start
-        finite = bool(torch.isfinite(simulation.global_params).all())
-        results.append(_cell(attack, defence.label, simulation.records, wall, error, finite))
-        # The simulation's reference cycles would keep every finished cell's buffers alive
+        finite = bool(torch.isfinite(engine.global_params).all())
+        results.append(_cell(attack, defence.label, engine.results, wall, error, finite))
+        # The engine's reference cycles would keep every finished cell's buffers alive
         # until a full collection; freeing them now keeps later cells as fast as the first.
-        del federation, simulation
+        del federation, engine
         gc.collect()
         if on_cell is not None:
             on_cell(results[-1], i + 1, len(cells))

@@ -5,16 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from velocity.sim.records import RoundRecord
-from velocity.types import tensor_digest
+from velocity.types import RoundResult, tensor_digest
+
+if TYPE_CHECKING:
+    from velocity.data import ArrayDataset
+    from velocity.experiments.config import ExperimentConfig
+    from velocity.experiments.results import RunResult
+    from velocity.server.builder import Federation
 
 __all__ = ["build_simulation", "model_digest", "run_experiment"]
 
-OnRound = Callable[[RoundRecord], None]
+OnRound = Callable[[RoundResult], None]
 
 
 def model_digest(params: torch.Tensor) -> str:
@@ -22,19 +27,25 @@ def model_digest(params: torch.Tensor) -> str:
     return tensor_digest(params)
 
 
-def build_simulation(config: Any, *, seed: int, datasets: tuple[Any, Any] | None = None) -> Any:
-    """Wire the simulation described by ``config`` (an ``ExperimentConfig``).
+def build_simulation(
+    config: ExperimentConfig,
+    *,
+    seed: int,
+    datasets: tuple[ArrayDataset, ArrayDataset] | None = None,
+) -> Federation:
+    """Wire the federation described by ``config`` (through the one builder).
 
     ``datasets`` (train, test) skips loading when the caller already holds them.
     """
     from velocity.client import TrainConfig
     from velocity.server.builder import make_simulation
-    from velocity.server.simulation import SimulationSettings
+    from velocity.sim.backends import BackendSpec
     from velocity.sim.sampling import StragglerModel
-    from velocity.strategies import FedProx, Pipeline
+    from velocity.sim.settings import SimulationSettings
+    from velocity.strategies import FedProx
 
     strategy = config.strategy_obj()
-    aggregator = strategy.aggregator if isinstance(strategy, Pipeline) else strategy
+    aggregator = strategy.aggregator
     client = config.client
     sim_cfg = config.simulation
     straggler = None
@@ -73,53 +84,63 @@ def build_simulation(config: Any, *, seed: int, datasets: tuple[Any, Any] | None
         data_dir=config.data_dir,
         attacks=config.attack_specs(),
         datasets=datasets,
+        backend=BackendSpec(**config.backend.model_dump()),
     )
 
 
 def run_experiment(
-    config: Any,
+    config: ExperimentConfig,
     *,
     output_dir: str | Path | None = None,
     on_round: OnRound | None = None,
     rounds: int | None = None,
     seed: int | None = None,
     resume: bool = False,
-) -> Any:
-    """Run the experiment ``config`` (an ``ExperimentConfig``) and write its outputs.
+) -> RunResult:
+    """Run the experiment ``config`` and write its outputs.
 
     Outputs go to ``output_dir`` or ``<config.output.dir>/<config.name>``. ``rounds`` and
-    ``seed`` override the config. With ``output.checkpoint_every`` set, a checkpoint is saved
-    every that many rounds under ``checkpoints/``; ``resume=True`` continues from the latest
-    one and gives the same final model as an uninterrupted run.
+    ``seed`` override the config; the overrides are part of the run's configuration
+    (``config.resolved.yaml`` and the config hash say the seed and rounds it ran with). With
+    ``output.checkpoint_every`` set, a checkpoint is saved every that many rounds under
+    ``checkpoints/``; ``resume=True`` continues from the latest one and gives the same final
+    model as an uninterrupted run.
     """
     from velocity.experiments.outputs import write_outputs
     from velocity.experiments.results import RunResult
     from velocity.server.checkpoint import CheckpointStore
 
     start = time.perf_counter()
-    seed = config.seed if seed is None else int(seed)
-    total = config.training.num_rounds if rounds is None else int(rounds)
+    overrides: dict[str, object] = {}
+    if seed is not None and int(seed) != config.seed:
+        overrides["seed"] = int(seed)
+    if rounds is not None and int(rounds) >= 1 and int(rounds) != config.training.num_rounds:
+        overrides["training.num_rounds"] = int(rounds)
+    if overrides:
+        config = config.with_updates(overrides)
+    seed = config.seed
+    total = config.training.num_rounds if rounds is None else max(0, int(rounds))
     out = Path(output_dir) if output_dir is not None else Path(config.output.dir) / config.name
     out.mkdir(parents=True, exist_ok=True)
     federation = build_simulation(config, seed=seed)
-    simulation = federation.simulation
+    engine = federation.engine
     every = config.output.checkpoint_every
     store = CheckpointStore(f"local://{out / 'checkpoints'}") if every else None
     if resume and store is not None and store.latest() is not None:
         tensors, meta = store.load()
-        simulation.restore(tensors, meta)
+        engine.restore(tensors, meta)
 
-    def after_round(record: RoundRecord) -> None:
-        if store is not None and every and record.round % every == 0:
-            tensors, meta = simulation.state()
-            store.save(record.round, tensors, meta)
+    def after_round(result: RoundResult) -> None:
+        if store is not None and every and result.round % every == 0:
+            tensors, meta = engine.state()
+            store.save(result.round, tensors, meta)
         if on_round is not None:
-            on_round(record)
+            on_round(result)
 
-    simulation.run(max(0, total - simulation.round), on_round=after_round)
-    records = tuple(simulation.records)
+    engine.run(max(0, total - engine.round), on_round=after_round)
+    records = tuple(engine.results)
     accs = [r.global_accuracy for r in records if r.global_accuracy is not None]
-    params = simulation.global_params
+    params = engine.global_params
     result = RunResult(
         name=config.name,
         config=config.resolved(),
@@ -143,6 +164,6 @@ def run_experiment(
     if config.output.save_model:
         from safetensors.torch import save_file
 
-        tensors = {k: v.contiguous() for k, v in simulation.spec.unflatten(params).items()}
+        tensors = {k: v.contiguous() for k, v in engine.spec.unflatten(params).items()}
         save_file(tensors, str(out / "global_model.safetensors"))
     return result

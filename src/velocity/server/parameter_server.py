@@ -1,4 +1,4 @@
-r"""ByzPy's parameter-server training API, on top of the simulation round loop.
+r"""ByzPy's parameter-server training API, on top of the round engine.
 
 A :class:`ParameterServer` trains one model with synchronous minibatch SGD: in every round
 each :class:`HonestNode` computes the gradient of its loss on one minibatch of its own data
@@ -6,13 +6,12 @@ at the current global parameters, each :class:`ByzantineNode` submits what its a
 crafts, the (optionally pre-aggregated) gradients are combined by a robust aggregator, and
 the server takes the step :math:`x \leftarrow x - \eta\, \mathrm{agg}(g_1, \dots, g_n)`.
 
-There is no second round loop here: the server is a :class:`~velocity.server.Simulation`
-whose clients are the nodes (one client per node, honest first), whose
-:class:`~velocity.sim.provider.UpdateProvider` writes each node's minibatch gradient into
-its row of the round's stack, whose attacks are an :class:`~velocity.attacks.AttackPlan`
-with one :class:`~velocity.attacks.AttackSpec` per Byzantine node, and whose strategy is
-``Pipeline(*pre_aggregators, aggregator, <gradient step>)`` run by the simulation's
-:class:`velocity._core.Orchestrator`.
+There is no second round loop here: the server is a :class:`~velocity.server.RoundEngine`
+built by the one builder, whose clients are the nodes (one simulated client per node, honest
+first), whose provider writes each node's minibatch gradient into its row of the round's
+stack, whose attacks are one :class:`~velocity.attacks.AttackSpec` per Byzantine node (the
+simulated adversary's server stage), and whose strategy is
+``Pipeline(*pre_aggregators, aggregator, <gradient step>)``.
 
 Sign convention
 ---------------
@@ -65,16 +64,19 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from velocity._random import torch_generator
-from velocity.attacks import Attack, AttackPlan, AttackSpec, DataAttack, SybilNodes, parse_attack
+from velocity.attacks import Attack, AttackSpec, SybilNodes, parse_attack
+from velocity.client import WorkerMomentum, run_client_stages
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
-from velocity.server.simulation import Simulation, SimulationSettings
+from velocity.server.builder import build_engine
+from velocity.server.engine import RoundEngine
 from velocity.sim.population import ClientPopulation
 from velocity.sim.provider import (
-    ClientResult,
-    UpdateProvider,
+    ClientWork,
+    SimulatedClients,
     poison_client_data,
     scale_poisoned_update,
 )
+from velocity.sim.settings import SimulationSettings
 from velocity.strategies import (
     Aggregator,
     Pipeline,
@@ -83,7 +85,7 @@ from velocity.strategies import (
     ServerSGD,
     parse_strategy,
 )
-from velocity.types import ParamSpec
+from velocity.types import ClientStateStore, ClientUpdate, ParamSpec, StageContext
 
 if TYPE_CHECKING:
     from velocity.strategies._constraints import Constraint
@@ -417,18 +419,21 @@ def _device(model: nn.Module) -> torch.device:
 # --------------------------------------------------------------------------- the round's rows
 
 
-class _GradientNodes(UpdateProvider):
-    """The nodes as the simulation's clients: client ``c`` writes node ``c``'s gradient.
+class _GradientNodes(SimulatedClients):
+    """The nodes as simulated clients: client ``c`` writes node ``c``'s gradient.
 
-    Rows are minibatch *gradients* (not deltas), or their momentum ``m_t = β m_{t-1} + (1 − β)
-    g_t`` for nodes with ``momentum = β > 0``. Honest nodes (``c < num_honest``) compute at the
-    round's global parameters; Byzantine nodes that compute at all do so at ``byzantine_params``
-    when set (their stale copy), else at the global parameters. Data attacks in ``poison`` are
-    applied as :class:`~velocity.sim.provider.SequentialClients` applies them: the node's data
-    poisoned with a generator derived from ``(seed, round, c, "poison")``, the row multiplied by
-    ``attack.update_scale()``. Every node reports one sample, so sample-weighted rules weigh the
-    nodes equally.
+    Rows are minibatch *gradients* (not deltas), or their worker momentum
+    (:class:`velocity.client.WorkerMomentum`, its buffer in the engine's per-client state
+    store, so a checkpoint keeps it) for nodes with ``momentum = β > 0``. Honest nodes
+    (``c < num_honest``) compute at the round's global parameters; Byzantine nodes that
+    compute at all do so at ``byzantine_params`` when set (their stale copy), else at the
+    global parameters. Data attacks poison the node's data with a generator derived from
+    ``(seed, round, c, "poison")`` and multiply the row by ``attack.update_scale()``, as
+    :class:`~velocity.sim.SequentialClients` does. Every node reports one sample, so
+    sample-weighted rules weigh the nodes equally.
     """
+
+    name: ClassVar[str] = "parameter_server"
 
     def __init__(
         self,
@@ -438,71 +443,67 @@ class _GradientNodes(UpdateProvider):
         num_honest: int,
         seed: int,
         byzantine_params: Tensor | None,
+        client_state: ClientStateStore,
     ) -> None:
+        n = len(workers)
+        super().__init__(ClientPopulation(torch.arange(n), torch.arange(n + 1)), seed=seed)
         self.workers = list(workers)
         self.num_classes = list(num_classes)
         self.num_honest = num_honest
-        self.seed = seed
         self.byzantine_params = byzantine_params
-        self.momentum_buffers: dict[int, Tensor] = {}
+        self.client_state = client_state
+        self._stages = [
+            [] if w is None or w.momentum == 0.0 else [WorkerMomentum(w.momentum)]
+            for w in self.workers
+        ]
 
-    def train_round(
-        self,
-        round_: int,
-        clients: Sequence[int],
-        global_params: Tensor,
-        out: Tensor,
-        *,
-        poison: Mapping[int, DataAttack] | None = None,
-    ) -> list[ClientResult]:
-        results = []
-        for row, client in enumerate(clients):
-            worker = self.workers[client]
-            if worker is None:
-                raise ValidationError(f"node {client} has no model and data to compute with")
-            params = global_params
-            if client >= self.num_honest and self.byzantine_params is not None:
-                params = self.byzantine_params
-            x, y = worker.x, worker.y
-            attack = None if poison is None else poison.get(client)
-            if attack is not None:
-                classes = self.num_classes[client]
-                if classes is None:
-                    raise ConfigurationError(
-                        f"node {client}: data attack {attack.name} needs integer class labels "
-                        "to relabel; give ByzantineNode(num_classes=...)"
-                    )
-                x, y = poison_client_data(
-                    attack, x, y, num_classes=classes, seed=self.seed, round_=round_, client=client
+    def train(self, work: ClientWork) -> ClientUpdate:
+        task, client = work.task, work.index
+        worker = self.workers[client]
+        if worker is None:
+            raise ValidationError(f"node {client} has no model and data to compute with")
+        params = task.params
+        if client >= self.num_honest and self.byzantine_params is not None:
+            params = self.byzantine_params
+        x, y = worker.x, worker.y
+        attack = work.poison
+        if attack is not None:
+            classes = self.num_classes[client]
+            if classes is None:
+                raise ConfigurationError(
+                    f"node {client}: data attack {attack.name} needs integer class labels "
+                    "to relabel; give ByzantineNode(num_classes=...)"
                 )
-            loss, accuracy = worker._gradient(
-                params,
-                x,
-                y,
-                generator=torch_generator(self.seed, round_, client, "batch"),
-                out=out[row],
+            x, y = poison_client_data(
+                attack, x, y, num_classes=classes, seed=self.seed, round_=task.round, client=client
             )
-            scale_poisoned_update(attack, out[row])
-            beta = worker.momentum
-            if beta > 0.0:
-                buf = self.momentum_buffers.get(client)
-                if buf is None:
-                    buf = torch.zeros_like(out[row])
-                    self.momentum_buffers[client] = buf
-                buf.mul_(beta).add_(out[row], alpha=1.0 - beta)
-                out[row].copy_(buf)
-            metrics = {} if accuracy is None else {"accuracy": accuracy}
-            results.append(ClientResult(client, 1, loss, metrics))
-        return results
+        loss, accuracy = worker._gradient(
+            params,
+            x,
+            y,
+            generator=torch_generator(self.seed, task.round, client, "batch"),
+            out=work.out,
+        )
+        scale_poisoned_update(attack, work.out)
+        if self._stages[client]:
+            ctx = StageContext(self.seed, task.round, task.version, worker.spec, task.params)
+            run_client_stages(
+                self._stages[client],
+                work.out,
+                self.client_state,
+                ctx.for_client(task.client_id, client),
+            )
+        metrics = {} if accuracy is None else {"accuracy": accuracy}
+        return ClientUpdate(task.client_id, 1, work.out, loss=loss, metrics=metrics)
 
 
 @dataclass(frozen=True)
 class _GradientStep(ServerOptimizer):
     """Server gradient descent ``x ← x − lr · g`` that keeps ``g`` as its state.
 
-    Computed as ``ServerSGD(lr).step(x, −g)`` (bit-identical to ``x − lr · g``). The state
-    ``{"aggregate": g}`` is how :meth:`ParameterServer.round` returns the exact aggregate:
-    the orchestrator keeps a server optimizer's state after each step.
+    Computed as ``ServerSGD(lr).step(x, −g)`` (bit-identical to ``x − lr · g``); the
+    engine keeps the aggregate it applied (``last_aggregate``), which is what
+    :meth:`ParameterServer.round` returns.
     """
 
     lr: float = 0.05
@@ -513,7 +514,7 @@ class _GradientStep(ServerOptimizer):
         self, params: Tensor, delta: Tensor, state: Mapping[str, Tensor] | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         new, _ = ServerSGD(lr=self.lr).step(params, -delta, None)
-        return new, {"aggregate": delta.detach().clone()}
+        return new, {}
 
 
 # --------------------------------------------------------------------------- the server
@@ -529,7 +530,7 @@ class ParameterServer:
 
     Unlike ByzPy's actor-based server, this one is **synchronous**: :meth:`round` and
     :meth:`shutdown` are plain methods (no ``await``), and the nodes run one after another in
-    this process. The round is one :meth:`velocity.server.Simulation.run_round` (see the
+    this process. The round is one :meth:`velocity.server.RoundEngine.run_round` (see the
     module docstring for how nodes, attacks and the strategy map onto it).
 
     Parameters
@@ -612,9 +613,9 @@ class ParameterServer:
         self._strategy = Pipeline(*pres, agg, ServerSGD(lr=float(lr)))
         h, b = len(honest), len(byzantine)
         n = h + b
-        population = ClientPopulation(torch.arange(n), torch.arange(n + 1))
         init = spec.flatten(honest[0].model.state_dict()).detach().to("cpu", torch.float32)
         default_classes = _default_classes(honest, byzantine)
+        store = ClientStateStore()
         provider = _GradientNodes(
             [*honest, *(node._local for node in byzantine)],
             [None] * h
@@ -625,25 +626,16 @@ class ParameterServer:
             num_honest=h,
             seed=seed,
             byzantine_params=None if update_byzantines else init.clone(),
+            client_state=store,
         )
-        plan = None
-        if byzantine:
-            plan = AttackPlan(
-                num_clients=n,
-                seed=seed,
-                index_of=population.index_of,
-                specs=[
-                    AttackSpec(node.attack, clients=(h + j,)) for j, node in enumerate(byzantine)
-                ],
-            )
-        self._sim = Simulation(
-            provider=provider,
-            population=population,
+        self._engine = build_engine(
+            base=provider,
             spec=spec,
             init_params=init,
             strategy=Pipeline(*pres, agg, _GradientStep(lr=float(lr))),
             settings=SimulationSettings(seed=seed, client_fraction=1.0, min_clients=n),
-            attacks=plan,
+            attacks=[AttackSpec(node.attack, clients=(h + j,)) for j, node in enumerate(byzantine)],
+            client_state=store,
         )
         self._provider = provider
         self._honest = tuple(honest)
@@ -685,10 +677,10 @@ class ParameterServer:
         """
         if self._closed:
             raise ProtocolError("ParameterServer.round: the server has been shut down")
-        self._sim.run_round()
-        state = self._sim.core.optimizer_state
-        assert state is not None
-        return state["aggregate"].clone()
+        self._engine.run_round()
+        aggregate = self._engine.last_aggregate
+        assert aggregate is not None
+        return aggregate.clone()
 
     def shutdown(self) -> None:
         """Release the nodes; :meth:`round` then raises ProtocolError. Idempotent.
@@ -710,16 +702,16 @@ class ParameterServer:
     @property
     def global_params(self) -> Tensor:
         """A copy of the flat ``(d,)`` float32 global parameters."""
-        return self._sim.global_params.clone()
+        return self._engine.global_params.clone()
 
     @property
     def spec(self) -> ParamSpec:
         """Layout of the flat parameter and gradient vectors (the nodes' architecture)."""
-        return self._sim.spec
+        return self._engine.spec
 
     def state_dict(self) -> dict[str, Tensor]:
         """The global parameters as the model's state dict (copies)."""
-        pieces = self._sim.spec.unflatten(self._sim.global_params)
+        pieces = self._engine.spec.unflatten(self._engine.global_params)
         return {name: tensor.clone() for name, tensor in pieces.items()}
 
     @property
@@ -731,24 +723,23 @@ class ParameterServer:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """One :meth:`~velocity.sim.records.RoundRecord.to_dict` per round, oldest first.
+        """One :meth:`~velocity.types.RoundResult.to_dict` per round, oldest first.
 
         ``train_loss`` is the honest nodes' mean minibatch loss, ``aggregation`` the
         aggregator's metrics and ``attack_results`` one entry per Byzantine node that
         attacked (its ``client_ids`` name the node, see :attr:`node_ids`).
         """
-        return [record.to_dict() for record in self._sim.records]
+        return [result.to_dict() for result in self._engine.results]
 
     @property
     def round_count(self) -> int:
         """Number of completed rounds."""
-        return self._sim.round
+        return self._engine.round
 
     @property
     def node_ids(self) -> tuple[str, ...]:
         """The nodes' ids in the history: honest nodes first, then Byzantine nodes."""
-        population = self._sim.population
-        return tuple(population.client_id(i) for i in range(population.num_clients))
+        return tuple(f"client-{i}" for i in range(len(self._honest) + len(self._byzantine)))
 
     @property
     def honest_nodes(self) -> tuple[HonestNode, ...]:
@@ -779,9 +770,10 @@ class ParameterServer:
         return self._update_byzantines
 
     @property
-    def simulation(self) -> Simulation:
-        """The underlying round loop (for checkpoints: ``simulation.state()``)."""
-        return self._sim
+    def engine(self) -> RoundEngine:
+        """The underlying round engine (checkpoints: ``engine.state()`` / ``restore``, which
+        include every node's worker momentum)."""
+        return self._engine
 
 
 # --------------------------------------------------------------------------- helpers

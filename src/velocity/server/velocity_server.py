@@ -6,17 +6,24 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from velocity.errors import ConfigurationError
+from velocity.server.builder import adversary_of, build_engine
 from velocity.server.checkpoint import CheckpointStore
-from velocity.server.simulation import Simulation, SimulationSettings
-from velocity.sim.population import ClientPopulation
+from velocity.server.engine import RoundEngine
 from velocity.sim.quadratic import QuadraticClients
+from velocity.sim.sampling import FractionSampler
+from velocity.sim.settings import SimulationSettings
 from velocity.strategies import FedAvg, parse_strategy, to_dict
 from velocity.types import ParamSpec
+
+if TYPE_CHECKING:
+    from velocity.client import TrainConfig
+    from velocity.sim.backends import BackendSpec
+    from velocity.strategies import Strategy
 
 __all__ = ["VelocityServer"]
 
@@ -32,12 +39,12 @@ class VelocityServer:
         A dataset of :mod:`velocity.data` (``"mnist"``, ``"fashion_mnist"``, ...).
     strategy : Strategy, optional
         How updates are aggregated; ``FedAvg()`` when omitted. A name or dict is parsed with
-        :func:`velocity.strategies.parse_strategy`.
+        :func:`velocity.strategies.parse_strategy`. ``FedProx(mu)`` sends ``mu`` to every
+        client with its task (local training with the proximal term).
     storage : str
         Where a checkpoint is written after every round (fsspec URI; ``"local://dir"`` for a
         local folder, ``"memory://dir"`` in tests). Checkpoints sit in a sub-folder named by
-        a fingerprint of the constructor's settings, so a server built with the same settings
-        resumes from the latest checkpoint and a different experiment never does.
+        a fingerprint of the constructor's settings.
     layer_shapes : dict of str to int, optional
         Parameter sizes of a model to simulate without data: aggregation-only rounds on a
         synthetic heterogeneous quadratic objective (:class:`velocity.sim.QuadraticClients`),
@@ -45,6 +52,12 @@ class VelocityServer:
     num_clients, seed, data_dir, partitioning, alpha, client_fraction, train_config
         Keyword-only simulation settings (defaults: 10 clients, seed 0, IID partition, every
         client each round, ``TrainConfig()`` local training).
+    resume : bool
+        ``True`` continues from the latest checkpoint of a server built with the same
+        settings (a fresh start when there is none). ``False`` (the default) starts fresh and
+        refuses, with an error naming the folder, to overwrite existing checkpoints.
+    backend : str or BackendSpec
+        Where the simulated clients run (``velocity backends``); ``"sequential"`` by default.
 
     Examples
     --------
@@ -62,7 +75,7 @@ class VelocityServer:
         self,
         model_id: str,
         dataset: str,
-        strategy: Any = None,
+        strategy: Strategy | str | Mapping[str, Any] | None = None,
         storage: str = "local://checkpoints",
         layer_shapes: dict[str, int] | None = None,
         *,
@@ -72,10 +85,19 @@ class VelocityServer:
         partitioning: str = "iid",
         alpha: float = 0.5,
         client_fraction: float = 1.0,
-        train_config: Any = None,
+        train_config: TrainConfig | None = None,
+        resume: bool = False,
+        backend: BackendSpec | str = "sequential",
     ) -> None:
         if not isinstance(model_id, str) or not isinstance(dataset, str):
             raise ConfigurationError("VelocityServer: model_id and dataset must be strings")
+        if not isinstance(storage, str) or not storage.strip("/ "):
+            raise ConfigurationError(
+                "VelocityServer.storage must be a non-empty fsspec URI such as "
+                f"'local://checkpoints' or 'memory://run'; got {storage!r}"
+            )
+        if not isinstance(resume, bool):
+            raise ConfigurationError(f"VelocityServer.resume must be a bool; got {resume!r}")
         self.model_id, self.dataset = model_id, dataset
         self.strategy = FedAvg() if strategy is None else parse_strategy(strategy)
         settings = SimulationSettings(seed=seed, client_fraction=client_fraction)
@@ -95,12 +117,12 @@ class VelocityServer:
         self._store = CheckpointStore(f"{storage.rstrip('/')}/{key}")
         self._quadratic: QuadraticClients | None = None
         if layer_shapes is not None:
-            self._simulation = self._quadratic_simulation(layer_shapes, num_clients, settings)
+            self._engine = self._quadratic_engine(layer_shapes, num_clients, settings, backend)
         else:
             from velocity.client import TrainConfig
             from velocity.server.builder import make_simulation
 
-            self._simulation = make_simulation(
+            self._engine = make_simulation(
                 dataset=dataset,
                 model_id=model_id,
                 strategy=self.strategy,
@@ -110,13 +132,25 @@ class VelocityServer:
                 partitioning=partitioning,
                 alpha=alpha,
                 data_dir=data_dir,
-            ).simulation
-        if self._store.latest() is not None:
-            self._simulation.restore(*self._store.load())
+                backend=backend,
+            ).engine
+        latest = self._store.latest()
+        if latest is not None:
+            if not resume:
+                raise ConfigurationError(
+                    f"VelocityServer: {self._store.uri!r} already holds checkpoints of a server "
+                    f"with these settings (up to round {latest}); pass resume=True to continue "
+                    "from them, or choose another storage= to start afresh"
+                )
+            self._engine.restore(*self._store.load())
 
-    def _quadratic_simulation(
-        self, layer_shapes: dict[str, int], num_clients: int, settings: SimulationSettings
-    ) -> Simulation:
+    def _quadratic_engine(
+        self,
+        layer_shapes: dict[str, int],
+        num_clients: int,
+        settings: SimulationSettings,
+        backend: BackendSpec | str,
+    ) -> RoundEngine:
         if not layer_shapes or not all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in layer_shapes.values()
         ):
@@ -127,58 +161,69 @@ class VelocityServer:
         spec = ParamSpec.from_sizes(layer_shapes)
         provider = QuadraticClients(spec.d, seed=settings.seed, num_clients=num_clients)
         self._quadratic = provider
-        offsets = torch.arange(num_clients + 1, dtype=torch.int64) * provider.samples
-        population = ClientPopulation(torch.arange(int(offsets[-1])), offsets)
 
         def evaluate(params: torch.Tensor) -> tuple[float, float]:
             return provider.loss(params), float("nan")
 
-        from velocity.attacks import AttackPlan
-        from velocity.sim.population import client_index
-
-        return Simulation(
-            provider=provider,
-            population=population,
+        return build_engine(
+            base=provider,
             spec=spec,
             init_params=torch.zeros(spec.d),
             strategy=self.strategy,
             settings=settings,
             evaluate=evaluate,
-            attacks=AttackPlan(num_clients=num_clients, seed=settings.seed, index_of=client_index),
+            backend=backend,
         )
+
+    @property
+    def engine(self) -> RoundEngine:
+        """The round engine this facade drives."""
+        return self._engine
 
     def run(self, min_clients: int = 1, rounds: int = 1) -> list[dict[str, Any]]:
         """Execute ``rounds`` rounds with at least ``min_clients`` clients selected in each.
 
-        Returns one dict per round with ``round``, ``num_clients`` (clients whose updates
-        were aggregated), ``global_loss`` (the global model's test loss; the quadratic
-        objective with ``layer_shapes``), ``attack_results`` and ``selected_client_ids``,
-        plus ``global_accuracy``, ``dropped`` and ``bytes_up``/``bytes_down``.
+        Returns one :meth:`velocity.types.RoundResult.to_dict` per round: ``round``,
+        ``num_clients`` (clients whose updates were aggregated), ``global_loss`` (the global
+        model's evaluation loss after the round: test loss, or the quadratic objective with
+        ``layer_shapes``), ``attack_results`` and ``selected_client_ids``, plus
+        ``global_accuracy``, ``train_loss``, ``dropped``, ``failures``, ``bytes_up``/
+        ``bytes_down`` and the rest. A round's result is checkpointed before the next round
+        starts; if saving fails, the error names the storage and the completed rounds stay
+        in :attr:`history`.
         """
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
             raise ConfigurationError(f"run: min_clients must be an int >= 1; got {min_clients!r}")
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise ConfigurationError(f"run: rounds must be an int >= 0; got {rounds!r}")
-        population = self._simulation.population.num_clients
+        engine = self._engine
+        sampler = engine.sampler
+        assert isinstance(sampler, FractionSampler)
+        population = sampler.population.num_clients
         if min_clients > population:
             raise ConfigurationError(
                 f"run: min_clients={min_clients} exceeds the {population} registered clients"
             )
-        sim = self._simulation
-        sim.settings = replace(sim.settings, min_clients=min_clients)
+        engine.sampler = replace(sampler, min_clients=min_clients)
+        plan = adversary_of(engine).plan
         out = []
         for _ in range(rounds):
             try:
-                record = sim.run_round()
+                result = engine.run_round()
             except Exception:
                 # An attack queued for this round that cannot run (say, mimic of an honest
                 # client that does not exist) must not block the server: it is dropped.
-                assert sim.attacks is not None
-                sim.attacks.drop_round(sim.round + 1)
+                plan.drop_round(engine.round + 1)
                 raise
-            tensors, meta = sim.state()
-            self._store.save(record.round, tensors, meta)
-            out.append(self._round_dict(record))
+            tensors, meta = engine.state()
+            try:
+                self._store.save(result.round, tensors, meta)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"VelocityServer.run: round {result.round} completed (see history) but its "
+                    f"checkpoint could not be written to {self._store.uri!r}: {exc}"
+                ) from exc
+            out.append(json.loads(json.dumps(result.to_dict())))
         return out
 
     def simulate_attack(
@@ -257,7 +302,7 @@ class VelocityServer:
                 "attacks with a fraction of the round's participants"
             )
         attack = parse_attack({"type": cls.name, **settings})
-        next_round = self._simulation.round + 1
+        next_round = self._engine.round + 1
         spec = AttackSpec(
             attack,
             fraction=None if sybil else fraction,
@@ -265,34 +310,16 @@ class VelocityServer:
             start_round=next_round,
             end_round=next_round,
         )
-        plan = self._simulation.attacks
-        assert plan is not None
+        plan = adversary_of(self._engine).plan
         queued = sum(1 for s in plan.specs if s.start_round == s.end_round == next_round)
         plan.add(spec, key=f"queued-{next_round}-{queued}")
-
-    @staticmethod
-    def _round_dict(record: Any) -> dict[str, Any]:
-        acc = record.global_accuracy
-        return {
-            "round": record.round,
-            "num_clients": len(record.participated),
-            "global_loss": record.global_loss
-            if record.global_loss is not None
-            else record.train_loss,
-            "attack_results": [dict(a) for a in record.attack_results],
-            "selected_client_ids": list(record.selected),
-            "global_accuracy": None if acc is None or acc != acc else acc,
-            "dropped": list(record.dropped),
-            "bytes_up": record.bytes_up,
-            "bytes_down": record.bytes_down,
-        }
 
     @property
     def global_weights(self) -> dict[str, list[float]]:
         """Current global model weights after the last completed round."""
-        return self._simulation.spec.to_lists(self._simulation.global_params)
+        return self._engine.spec.to_lists(self._engine.global_params)
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """JSON-decoded list of all completed round summaries."""
-        return [json.loads(json.dumps(self._round_dict(r))) for r in self._simulation.records]
+        return [json.loads(json.dumps(r.to_dict())) for r in self._engine.results]

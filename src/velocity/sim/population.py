@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
 from velocity.errors import ConfigurationError, ValidationError
 
-__all__ = ["ClientPopulation", "VirtualPopulation"]
+__all__ = ["ClientPopulation", "Population", "VirtualPopulation", "client_index"]
+
+
+class Population(Protocol):
+    """What the simulated side needs of a population: ids, indices and data sizes."""
+
+    @property
+    def num_clients(self) -> int: ...
+
+    def client_id(self, index: int) -> str: ...
+
+    def index_of(self, client_id: str) -> int: ...
+
+    def indices(self, index: int) -> Tensor: ...
+
+    def num_samples(self, index: int) -> int: ...
+
+    def sizes(self) -> Tensor: ...
 
 
 class ClientPopulation:
@@ -107,6 +126,13 @@ class VirtualPopulation:
 
     def client_id(self, index: int) -> str:
         return f"client-{index:0{self._width}d}"
+
+    def index_of(self, client_id: str) -> int:
+        """Inverse of :meth:`client_id`."""
+        index = client_index(client_id)
+        if not 0 <= index < self._num_clients:
+            raise ValidationError(f"unknown client id {client_id!r}")
+        return index
 
     def indices(self, index: int) -> Tensor:
         from velocity._random import derive_seed

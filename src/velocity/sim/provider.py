@@ -1,122 +1,278 @@
-"""The ``UpdateProvider`` seam and its in-process implementation."""
+"""Simulated clients: providers whose clients live in this process, on a virtual clock.
+
+:class:`SimulatedClients` is what every simulated provider shares — the simulated
+population's behaviour, which the round engine never sees:
+
+- **dropout**: a client that drops out never trains and is reported as a ``dropped``
+  :class:`~velocity.types.ClientFailure`;
+- **stragglers**: each client's compute delay (virtual seconds, drawn from
+  ``(seed, round, client, "delay")``) sets when its update arrives; a client whose delay
+  exceeds its task's ``timeout_s`` is not trained at all (the engine stops waiting at the
+  deadline and reports it ``timed_out``);
+- **adversaries** (:class:`velocity.sim.adversary.SimulatedAdversary`): a data attack is a
+  simulated client's poisoned data; an adversary that only crafts its row does not train
+  (the adversary's server stage fills its row); adversaries report no loss or accuracy.
+
+Subclasses implement :meth:`SimulatedClients.train` for one honest or data-poisoning client:
+:class:`SequentialClients` (a :class:`~velocity.client.Trainer` over in-memory data, one
+client after another), :class:`~velocity.sim.quadratic.QuadraticClients`, and the parameter
+server's gradient nodes.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from velocity._random import torch_generator
 from velocity.errors import ConfigurationError
+from velocity.sim.sampling import DropoutModel, StragglerModel
+from velocity.types import ClientFailure, ClientTask, ClientUpdate, Result, UpdateProvider
 
 if TYPE_CHECKING:
     from velocity.attacks import DataAttack
+    from velocity.client import TrainConfig, Trainer
+    from velocity.sim.adversary import RoundAttack, SimulatedAdversary
+    from velocity.sim.population import Population
 
-__all__ = ["ClientResult", "SequentialClients", "UpdateProvider"]
+__all__ = [
+    "ClientWork",
+    "SequentialClients",
+    "SimulatedClients",
+    "poison_client_data",
+    "scale_poisoned_update",
+]
 
 
-@dataclass(frozen=True)
-class ClientResult:
-    """What a client reports besides its delta (which sits in the round's stack)."""
+@dataclass(frozen=True, eq=False)
+class ClientWork:
+    """One simulated client's job: its task, population index, and its attack if any."""
 
-    client: int
-    num_samples: int
-    loss: float | None
-    metrics: dict[str, float] = field(default_factory=dict)
+    task: ClientTask
+    index: int
+    out: Tensor
+    poison: DataAttack | None = None
+    adversarial: bool = False
 
 
-class UpdateProvider(ABC):
-    """Where clients live: the round loop asks for updates and never knows more.
+class SimulatedClients(UpdateProvider):
+    """The simulated population's side of every in-process provider (see the module doc).
 
-    ``train_round`` trains the given clients from ``global_params`` and writes client
-    ``clients[j]``'s update (new − global) into ``out[j]`` — a row of the round's preallocated
-    ``(n, d)`` stack — returning one :class:`ClientResult` per client, in order.
-    ``poison`` maps some of the clients to a :class:`~velocity.attacks.DataAttack`: those
-    train on their poisoned data (``attack.poison``, generator derived from
-    ``(seed, round, client, "poison")``) and their update is multiplied by
-    ``attack.update_scale()``. Providers that cannot poison data raise
-    :class:`~velocity.errors.ConfigurationError` when it is non-empty.
-    Implementations: :class:`SequentialClients` (this process, one after another); later
-    vectorized, Ray and remote-node providers.
+    ``collect`` trains lazily: a task is trained when its result is collected, in task order,
+    and results are returned in order of virtual arrival (``dispatched_at + delay``; ties in
+    task order). Every update carries its digest.
     """
 
-    @abstractmethod
-    def train_round(
+    name: ClassVar[str] = "simulated"
+
+    def __init__(
         self,
-        round_: int,
-        clients: Sequence[int],
-        global_params: Tensor,
-        out: Tensor,
+        population: Population,
         *,
-        poison: Mapping[int, DataAttack] | None = None,
-    ) -> list[ClientResult]: ...
+        seed: int,
+        dropout_rate: float = 0.0,
+        straggler: StragglerModel | None = None,
+        adversary: SimulatedAdversary | None = None,
+    ) -> None:
+        self.population = population
+        self.seed = int(seed)
+        self.dropout = DropoutModel(dropout_rate)
+        self.straggler = straggler
+        self.adversary = adversary
+        self._pending: list[ClientTask] = []
+        self._done: list[Result] = []
 
-    def close(self) -> None:  # noqa: B027 (optional hook)
-        """Release resources (workers, connections). Default: nothing to release."""
+    def configure(
+        self,
+        *,
+        dropout_rate: float,
+        straggler: StragglerModel | None,
+        adversary: SimulatedAdversary | None,
+    ) -> None:
+        """Set the population's behaviour (the builder's call, before the first round)."""
+        self.dropout = DropoutModel(dropout_rate)
+        self.straggler = straggler
+        self.adversary = adversary
+
+    # ------------------------------------------------------------------ the seam
+
+    def submit(self, tasks: Sequence[ClientTask]) -> None:
+        self._pending.extend(tasks)
+
+    def cancel(self, client_ids: Collection[str]) -> None:
+        gone = set(client_ids)
+        self._pending = [t for t in self._pending if t.client_id not in gone]
+        self._done = [r for r in self._done if r.client_id not in gone]
+
+    def collect(
+        self, *, until: float | None = None, max_results: int | None = None
+    ) -> list[Result]:
+        ready: list[tuple[ClientTask, int, float]] = []
+        later: list[ClientTask] = []
+        for task in self._pending:
+            index = self.population.index_of(task.client_id)
+            if self.dropout.dropped(index, seed=self.seed, round_=task.round):
+                self._done.append(
+                    ClientFailure(
+                        task.client_id,
+                        "dropped",
+                        "the simulated client dropped out",
+                        round=task.round,
+                        arrived_at=task.dispatched_at,
+                    )
+                )
+                continue
+            delay = self.delay(index, task.round)
+            arrival = task.dispatched_at + delay
+            late = task.timeout_s is not None and delay > task.timeout_s
+            if until is not None and (late or arrival > until):
+                later.append(task)
+                continue
+            ready.append((task, index, arrival))
+        self._pending = later
+        self._done.extend(self._train_ready(ready))
+        self._done.sort(key=lambda r: r.arrived_at)  # stable: ties keep task order
+        take = len(self._done) if max_results is None else max(0, max_results)
+        out, self._done = self._done[:take], self._done[take:]
+        return out
+
+    def delay(self, index: int, round_: int) -> float:
+        """Virtual compute time of client ``index`` in ``round_`` (0 without stragglers)."""
+        if self.straggler is None:
+            return 0.0
+        return self.straggler.delay(index, seed=self.seed, round_=round_)
+
+    def _train_ready(self, ready: list[tuple[ClientTask, int, float]]) -> list[Result]:
+        plans: dict[int, RoundAttack | None] = {}
+        if self.adversary is not None:
+            for round_ in sorted({task.round for task, _, _ in ready}):
+                # In population order, whatever order the tasks came in.
+                active = sorted(index for task, index, _ in ready if task.round == round_)
+                plans[round_] = self.adversary.prepare(round_, active)
+        results: list[Result] = []
+        for task, index, arrival in ready:
+            out = task.out if task.out is not None else torch.empty_like(task.params)
+            plan = plans.get(task.round)
+            work = ClientWork(
+                task,
+                index,
+                out,
+                poison=None if plan is None else plan.poison.get(index),
+                adversarial=plan is not None and index in plan.adversarial,
+            )
+            if plan is not None and index in plan.craft_only:
+                # An adversary that only crafts does not train: its row is the adversary
+                # stage's to fill; it claims its population sample count.
+                out.zero_()
+                update = ClientUpdate(task.client_id, self.population.num_samples(index), out)
+            else:
+                update = self.train(work)
+                if work.adversarial:
+                    update = replace(update, loss=None, metrics={})
+            results.append(
+                replace(
+                    update,
+                    round=task.round,
+                    base_version=task.version,
+                    arrived_at=arrival,
+                ).with_digest()
+            )
+        return results
+
+    def train(self, work: ClientWork) -> ClientUpdate:
+        """Train one client: write its delta into ``work.out`` and return its update."""
+        raise NotImplementedError
 
 
-class SequentialClients(UpdateProvider):
+class SequentialClients(SimulatedClients):
     """Train the clients one after another in this process with one reusable trainer.
 
     Client ``c`` in round ``r`` shuffles its batches with a generator derived from
     ``(seed, r, c, "train")``, so its update is the same whatever else runs in the round.
+    A task's :class:`~velocity.types.TaskConfig` overrides the trainer's settings (lr, local
+    epochs or steps, FedProx ``mu``) for that client.
     """
+
+    name: ClassVar[str] = "sequential"
 
     def __init__(
         self,
-        trainer: Any,
+        trainer: Trainer,
         x: Tensor,
         y: Tensor,
-        population: Any,
+        population: Population,
         *,
         seed: int,
         num_classes: int | None = None,
+        dropout_rate: float = 0.0,
+        straggler: StragglerModel | None = None,
+        adversary: SimulatedAdversary | None = None,
     ) -> None:
+        super().__init__(
+            population,
+            seed=seed,
+            dropout_rate=dropout_rate,
+            straggler=straggler,
+            adversary=adversary,
+        )
         self.trainer = trainer
         self.x = x
         self.y = y
-        self.population = population
-        self.seed = seed
         self.num_classes = num_classes
+        self._configs: dict[Any, TrainConfig] = {}
 
-    def train_round(
-        self,
-        round_: int,
-        clients: Sequence[int],
-        global_params: Tensor,
-        out: Tensor,
-        *,
-        poison: Mapping[int, DataAttack] | None = None,
-    ) -> list[ClientResult]:
-        results = []
-        for row, client in enumerate(clients):
-            x, y, idx = self.x, self.y, self.population.indices(client)
-            attack = None if poison is None else poison.get(client)
-            if attack is not None:
-                x, y = poison_client_data(
-                    attack,
-                    self.x[idx],
-                    self.y[idx],
-                    num_classes=self._classes(),
-                    seed=self.seed,
-                    round_=round_,
-                    client=client,
-                )
-                idx = _arange_like(idx)
-            res = self.trainer.train(
-                global_params,
-                x,
-                y,
-                idx,
-                generator=torch_generator(self.seed, round_, client, "train"),
-                out=out[row],
+    def _config(self, task: ClientTask) -> TrainConfig:
+        cfg = task.config
+        key = (cfg.lr, cfg.local_epochs, cfg.local_steps, cfg.prox_mu)
+        found = self._configs.get(key)
+        if found is None:
+            base = self.trainer.config
+            changes: dict[str, Any] = {}
+            if cfg.lr is not None:
+                changes["lr"] = cfg.lr
+            if cfg.local_steps is not None:
+                changes["local_steps"] = cfg.local_steps
+            elif cfg.local_epochs is not None:
+                changes["local_epochs"] = cfg.local_epochs
+                changes["local_steps"] = None
+            if cfg.prox_mu is not None:
+                changes["prox_mu"] = cfg.prox_mu
+            found = replace(base, **changes) if changes else base
+            self._configs[key] = found
+        return found
+
+    def train(self, work: ClientWork) -> ClientUpdate:
+        task, client = work.task, work.index
+        x, y, idx = self.x, self.y, self.population.indices(client)
+        attack = work.poison
+        if attack is not None:
+            x, y = poison_client_data(
+                attack,
+                self.x[idx],
+                self.y[idx],
+                num_classes=self._classes(),
+                seed=self.seed,
+                round_=task.round,
+                client=client,
             )
-            scale_poisoned_update(attack, out[row])
-            results.append(ClientResult(client, res.num_samples, res.loss, dict(res.metrics)))
-        return results
+            idx = torch.arange(idx.shape[0], dtype=idx.dtype, device=idx.device)
+        res = self.trainer.train(
+            task.params,
+            x,
+            y,
+            idx,
+            generator=torch_generator(self.seed, task.round, client, "train"),
+            out=work.out,
+            config=self._config(task),
+        )
+        scale_poisoned_update(attack, work.out)
+        return ClientUpdate(
+            task.client_id, res.num_samples, work.out, loss=res.loss, metrics=dict(res.metrics)
+        )
 
     def _classes(self) -> int:
         if self.num_classes is None:
@@ -148,9 +304,3 @@ def scale_poisoned_update(attack: DataAttack | None, row: Tensor) -> None:
     """Multiply a poisoned client's update row by ``attack.update_scale()`` in place."""
     if attack is not None and attack.update_scale() != 1.0:
         row.mul_(attack.update_scale())
-
-
-def _arange_like(idx: Tensor) -> Tensor:
-    import torch
-
-    return torch.arange(idx.shape[0], dtype=idx.dtype, device=idx.device)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from velocity._random import torch_generator
 from velocity.errors import ConfigurationError
-from velocity.sim.provider import ClientResult, UpdateProvider
+from velocity.sim.population import ClientPopulation
+from velocity.sim.provider import ClientWork, SimulatedClients
+from velocity.types import ClientUpdate
 
 if TYPE_CHECKING:
-    from velocity.attacks import DataAttack
+    from velocity.sim.adversary import SimulatedAdversary
 
 __all__ = ["QuadraticClients"]
 
 
-class QuadraticClients(UpdateProvider):
+class QuadraticClients(SimulatedClients):
     r"""Clients with objectives :math:`f_k(w) = \tfrac12 \sum_j a_{kj}(w_j - c_{kj})^2`.
 
     Curvatures :math:`a_{kj} \sim U[0.5, 2]` and optima :math:`c_k \sim N(\mu, \sigma^2 I)`,
@@ -27,8 +28,11 @@ class QuadraticClients(UpdateProvider):
     ``steps`` gradient steps of size ``lr``, in closed form:
     :math:`w_s = c_k + (1 - \eta a_k)^s (w_0 - c_k)`. The global loss is the mean objective
     over the first ``eval_clients`` clients. Lets ``VelocityServer(layer_shapes=...)`` run a
-    meaningful aggregation-only simulation without a dataset.
+    meaningful aggregation-only simulation without a dataset. Each client holds ``samples``
+    notional examples (its FedAvg weight); :attr:`population` is built accordingly.
     """
+
+    name: ClassVar[str] = "quadratic"
 
     def __init__(
         self,
@@ -41,8 +45,17 @@ class QuadraticClients(UpdateProvider):
         samples: int = 100,
         eval_clients: int = 64,
         num_clients: int = 10,
+        dropout_rate: float = 0.0,
+        adversary: SimulatedAdversary | None = None,
     ) -> None:
-        self.d, self.seed, self.sigma, self.lr, self.steps = d, seed, sigma, lr, steps
+        offsets = torch.arange(num_clients + 1, dtype=torch.int64) * samples
+        super().__init__(
+            ClientPopulation(torch.arange(int(offsets[-1])), offsets),
+            seed=seed,
+            dropout_rate=dropout_rate,
+            adversary=adversary,
+        )
+        self.d, self.sigma, self.lr, self.steps = d, sigma, lr, steps
         self.samples = samples
         self.centre = torch.randn(d, generator=torch_generator(seed, "quadratic-centre"))
         self.eval_ids = list(range(min(eval_clients, num_clients)))
@@ -62,27 +75,16 @@ class QuadraticClients(UpdateProvider):
             total += 0.5 * float((a * (params - c) ** 2).sum())
         return total / len(self.eval_ids)
 
-    def train_round(
-        self,
-        round_: int,
-        clients: Sequence[int],
-        global_params: Tensor,
-        out: Tensor,
-        *,
-        poison: Mapping[int, DataAttack] | None = None,
-    ) -> list[ClientResult]:
-        if poison:
-            names = sorted({a.name for a in poison.values()})
+    def train(self, work: ClientWork) -> ClientUpdate:
+        if work.poison is not None:
             raise ConfigurationError(
-                f"data-poisoning attacks ({', '.join(names)}) need a dataset; the synthetic "
+                f"data-poisoning attacks ({work.poison.name}) need a dataset; the synthetic "
                 "quadratic objective (layer_shapes) has no data to poison"
             )
-        results = []
-        for row, client in enumerate(clients):
-            a, c = self.objective(client)
-            shrink = (1.0 - self.lr * a) ** self.steps
-            end = c + shrink * (global_params - c)
-            out[row] = end - global_params
-            loss = 0.5 * float((a * (end - c) ** 2).sum())
-            results.append(ClientResult(client, self.samples, loss, {}))
-        return results
+        a, c = self.objective(work.index)
+        shrink = (1.0 - self.lr * a) ** self.steps
+        global_params = work.task.params
+        end = c + shrink * (global_params - c)
+        work.out.copy_(end - global_params)
+        loss = 0.5 * float((a * (end - c) ** 2).sum())
+        return ClientUpdate(work.task.client_id, self.samples, work.out, loss=loss)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from velocity._random import numpy_rng
 from velocity.errors import ConfigurationError
 
-__all__ = ["DropoutModel", "StragglerModel", "select_clients"]
+if TYPE_CHECKING:
+    from velocity.sim.population import Population
+
+__all__ = ["DropoutModel", "FractionSampler", "StragglerModel", "select_clients"]
 
 
 def select_clients(
@@ -90,3 +93,36 @@ class StragglerModel:
 
     def late(self, client: int, *, seed: int, round_: int) -> bool:
         return self.delay(client, seed=seed, round_=round_) > self.deadline_s
+
+
+@dataclass(frozen=True, eq=False)
+class FractionSampler:
+    """The simulated population's client sampling: :func:`select_clients` as client ids.
+
+    >>> import torch
+    >>> from velocity.sim.population import ClientPopulation
+    >>> pop = ClientPopulation(torch.arange(10), torch.arange(11))
+    >>> FractionSampler(pop, fraction=0.3, min_clients=1, seed=0).sample(1)
+    ['client-1', 'client-3', 'client-7']
+    """
+
+    population: Population
+    fraction: float = 1.0
+    min_clients: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigurationError(f"client_fraction must be in (0, 1]; got {self.fraction}")
+        if self.min_clients < 1:
+            raise ConfigurationError(f"min_clients must be >= 1; got {self.min_clients}")
+
+    def sample(self, round_: int) -> list[str]:
+        picked = select_clients(
+            self.population.num_clients,
+            self.fraction,
+            self.min_clients,
+            seed=self.seed,
+            round_=round_,
+        )
+        return [self.population.client_id(int(i)) for i in picked.tolist()]

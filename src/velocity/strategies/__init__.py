@@ -47,6 +47,13 @@ from velocity.strategies._registry import (
 )
 from velocity.strategies._selection import CGE, MDA, SMEA, MoNNA
 from velocity.strategies._server import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerSGD
+from velocity.strategies._stages import (
+    AggregateStage,
+    RoundBatch,
+    ServerStepStage,
+    run_server_stages,
+    server_chain,
+)
 
 __all__ = [
     "ALL_STRATEGIES",
@@ -58,6 +65,7 @@ __all__ = [
     "PRE_AGGREGATORS",
     "SERVER_OPTIMIZERS",
     "SMEA",
+    "AggregateStage",
     "AggregationResult",
     "Aggregator",
     "Bucketing",
@@ -78,11 +86,15 @@ __all__ = [
     "MultiKrum",
     "Pipeline",
     "PreAggregator",
+    "RoundBatch",
     "ServerOptimizer",
     "ServerSGD",
+    "ServerStepStage",
     "Strategy",
     "TrimmedMean",
     "describe_strategies",
     "parse_strategy",
+    "run_server_stages",
+    "server_chain",
     "to_dict",
 ]

@@ -1,0 +1,568 @@
+"""The round engine: tasks out, updates back, stages with state, one round result.
+
+Every federated run — simulated or remote, synchronous or asynchronous — is this loop::
+
+    plan      sampler.sample(round)                 -> client ids
+    dispatch  provider.submit(tasks)                 (global params, per-client TaskConfig)
+    gather    policy.gather(...)                     -> updates and failures, by a trigger
+    admit     admit(update, task)                    decode, shape, version, digest
+    stages    [pre] -> aggregate -> [post] -> server step       (state in, state out)
+    evaluate  evaluate(params) every eval_every rounds
+    record    RoundResult -> annotators -> callbacks (checkpoint, progress, audit)
+
+Only *where the clients live* (the :class:`~velocity.types.UpdateProvider`) and *when the
+server aggregates* (the :class:`TriggerPolicy`) change between regimes. The engine knows
+nothing of populations, dropout, stragglers or adversaries: those are the simulated side's
+(a provider that reports :class:`~velocity.types.ClientFailure`\\ s, and a server stage).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import Tensor
+
+from velocity.errors import ConfigurationError, ValidationError, VelocityError
+from velocity.strategies import RoundBatch, run_server_stages, server_chain
+from velocity.types import (
+    ClientFailure,
+    ClientSampler,
+    ClientStateStore,
+    ClientTask,
+    ClientUpdate,
+    Clock,
+    ParamSpec,
+    Result,
+    RoundResult,
+    Stage,
+    StageContext,
+    StageState,
+    TaskConfig,
+    UpdateProvider,
+    VirtualClock,
+    admit,
+    decode_delta,
+)
+
+if TYPE_CHECKING:
+    from velocity.strategies import Strategy
+
+__all__ = [
+    "Callback",
+    "Evaluator",
+    "Gathered",
+    "RoundAnnotator",
+    "RoundEngine",
+    "SyncRound",
+    "TriggerPolicy",
+    "serialized_size",
+]
+
+Evaluator = Callable[[Tensor], tuple[float, float]]
+"""Maps flat global parameters to (evaluation loss, evaluation accuracy)."""
+
+TaskConfigFn = Callable[[str, int], TaskConfig]
+"""``(client_id, round) -> TaskConfig``: per-client settings of a round's task."""
+
+
+def serialized_size(spec: ParamSpec, params: Tensor) -> int:
+    """Bytes of ``params`` serialized as safetensors under ``spec``'s names and shapes."""
+    from safetensors.torch import save
+
+    tensors = {k: v.contiguous() for k, v in spec.unflatten(params).items()}
+    return len(save(tensors))
+
+
+# ---------------------------------------------------------------------- trigger policies
+
+
+@dataclass
+class Gathered:
+    """What a trigger policy hands the engine: the round's tasks and their results, in the
+    order the rows are to be stacked, and whether to aggregate now."""
+
+    tasks: list[ClientTask]
+    results: list[Result]
+    aggregate: bool = True
+    reason: str = ""
+
+
+class TriggerPolicy(ABC):
+    """When the server aggregates. Synchronous rounds are one policy (:class:`SyncRound`);
+    asynchronous ones (FedAsync, FedBuff) keep tasks in flight across versions."""
+
+    @abstractmethod
+    def gather(
+        self,
+        *,
+        round_: int,
+        make_tasks: Callable[[Sequence[str]], list[ClientTask]],
+        sampler: ClientSampler,
+        provider: UpdateProvider,
+        clock: Clock,
+    ) -> Gathered:
+        """Dispatch what this round needs, wait for what triggers aggregation, return it."""
+
+
+@dataclass(frozen=True)
+class SyncRound(TriggerPolicy):
+    """A synchronous round: send a task to every sampled client, then aggregate when every
+    task has answered, or when ``timeout_s`` (virtual or wall seconds) has passed.
+
+    Tasks still unanswered at the deadline become ``timed_out`` failures (and are
+    cancelled). A round with fewer than ``min_updates`` updates is skipped (the model
+    stays). Results are stacked in task order, whatever order they arrived in.
+    """
+
+    timeout_s: float | None = None
+    min_updates: int = 1
+
+    def __post_init__(self) -> None:
+        if (
+            self.timeout_s is not None
+            and not (isinstance(self.timeout_s, int | float) and math.isfinite(self.timeout_s))
+        ) or (self.timeout_s is not None and self.timeout_s <= 0):
+            raise ConfigurationError(
+                f"SyncRound.timeout_s must be None or a finite float > 0; got {self.timeout_s!r}"
+            )
+        if (
+            isinstance(self.min_updates, bool)
+            or not isinstance(self.min_updates, int)
+            or (self.min_updates < 1)
+        ):
+            raise ConfigurationError(
+                f"SyncRound.min_updates must be an int >= 1; got {self.min_updates!r}"
+            )
+
+    def gather(
+        self,
+        *,
+        round_: int,
+        make_tasks: Callable[[Sequence[str]], list[ClientTask]],
+        sampler: ClientSampler,
+        provider: UpdateProvider,
+        clock: Clock,
+    ) -> Gathered:
+        tasks = make_tasks(list(sampler.sample(round_)))
+        provider.submit(tasks)
+        deadline = None if self.timeout_s is None else clock.now() + self.timeout_s
+        arrived = provider.collect(until=deadline)
+        order = {task.client_id: i for i, task in enumerate(tasks)}
+        answered = {r.client_id for r in arrived}
+        missing = [t.client_id for t in tasks if t.client_id not in answered]
+        if missing:
+            provider.cancel(missing)
+            arrived.extend(
+                ClientFailure(cid, "timed_out", "missed the round deadline", round=round_)
+                for cid in missing
+            )
+        if deadline is not None and missing:
+            clock.advance_to(deadline)
+        elif arrived:
+            clock.advance_to(max(r.arrived_at for r in arrived))
+        arrived.sort(key=lambda r: order.get(r.client_id, len(order)))
+        return Gathered(tasks, arrived)
+
+
+# ---------------------------------------------------------------------- hooks
+
+
+class RoundAnnotator(Protocol):
+    """Completes a round's result once it is evaluated (the simulated adversary reports its
+    attacks here: which rows a filter dropped, the backdoor's success rate)."""
+
+    def annotate(self, result: RoundResult, params: Tensor) -> RoundResult: ...
+
+
+class Callback(Protocol):
+    """Called after every round with its result (checkpoints, progress, audit log)."""
+
+    def __call__(self, result: RoundResult, engine: RoundEngine) -> None: ...
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+@dataclass
+class _Stack:
+    """The round's reusable ``(k, d)`` buffer; rows are handed to in-process clients."""
+
+    d: int
+    buffer: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.buffer = torch.empty(0, self.d, dtype=torch.float32)
+
+    def rows(self, k: int) -> Tensor:
+        if self.buffer.shape[0] < k:
+            self.buffer = torch.empty(k, self.d, dtype=torch.float32)
+        return self.buffer[:k]
+
+    def row_of(self, t: Tensor) -> int | None:
+        """Index of the buffer row ``t`` is (a contiguous full-row view), else ``None``."""
+        buf = self.buffer
+        if (
+            buf.numel() == 0
+            or t.untyped_storage().data_ptr() != buf.untyped_storage().data_ptr()
+            or not t.is_contiguous()
+            or t.dtype != buf.dtype
+        ):
+            return None
+        offset = t.data_ptr() - buf.data_ptr()
+        size = self.d * buf.element_size()
+        if offset < 0 or offset % size or offset // size >= buf.shape[0]:
+            return None
+        return offset // size
+
+
+class RoundEngine:
+    """Runs rounds: tasks out through a provider, updates back, server stages, one result.
+
+    Parameters
+    ----------
+    provider : UpdateProvider
+        Where the clients live.
+    sampler : ClientSampler
+        Which clients each round asks.
+    spec : ParamSpec
+        Layout of the flat parameters.
+    init_params : Tensor
+        The initial ``(d,)`` global model (copied, float32).
+    strategy : Strategy
+        Pre-aggregators, aggregator and server optimizer; becomes the ``aggregate`` and
+        ``server_step`` stages.
+    seed : int
+        Root of the stages' randomness (``ctx.generator``).
+    policy : TriggerPolicy
+        When to aggregate; :class:`SyncRound` by default.
+    pre_stages, post_stages : sequence of server stages
+        Run before aggregation on the stacked rows (a simulated adversary, unmasking) and
+        after it on the aggregate (central DP noise).
+    evaluate : callable, optional
+        ``params -> (loss, accuracy)``, run after rounds ``1`` and every ``eval_every``-th.
+    task_config : TaskConfig or callable
+        Per-client settings of each task (``(client_id, round) -> TaskConfig``).
+    clock : Clock
+        Virtual by default.
+    client_state : ClientStateStore
+        Per-client state; share it with an in-process provider that keeps client stages.
+    annotators, callbacks : sequences
+        Result completion and after-round hooks.
+
+    Examples
+    --------
+    See ``docs/extending.md`` for a custom provider and a custom stage.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: UpdateProvider,
+        sampler: ClientSampler,
+        spec: ParamSpec,
+        init_params: Tensor,
+        strategy: Strategy,
+        seed: int,
+        policy: TriggerPolicy | None = None,
+        pre_stages: Sequence[Stage[RoundBatch]] = (),
+        post_stages: Sequence[Stage[RoundBatch]] = (),
+        evaluate: Evaluator | None = None,
+        eval_every: int = 1,
+        task_config: TaskConfig | TaskConfigFn | None = None,
+        clock: Clock | None = None,
+        client_state: ClientStateStore | None = None,
+        annotators: Sequence[RoundAnnotator] = (),
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        if init_params.shape != (spec.d,) or not init_params.is_floating_point():
+            raise ValidationError(
+                f"RoundEngine: init_params must be a ({spec.d},) floating tensor; got "
+                f"{init_params.dtype} {tuple(init_params.shape)}"
+            )
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+            raise ConfigurationError(f"eval_every must be an int >= 1; got {eval_every!r}")
+        self.provider = provider
+        self.sampler = sampler
+        self.spec = spec
+        self.strategy = strategy
+        self.seed = int(seed)
+        self.policy: TriggerPolicy = SyncRound() if policy is None else policy
+        self.stages: list[Stage[RoundBatch]] = server_chain(
+            strategy, pre=pre_stages, post=post_stages
+        )
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"RoundEngine: stage names must be unique; got {names}")
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self._task_config = task_config
+        self.clock: Clock = VirtualClock() if clock is None else clock
+        self.client_state = ClientStateStore() if client_state is None else client_state
+        self.annotators = list(annotators)
+        self.callbacks = list(callbacks)
+        self.results: list[RoundResult] = []
+        self.last_aggregate: Tensor | None = None
+        self._params = init_params.detach().to(torch.float32, copy=True)
+        self._round = 0
+        self._states: dict[str, StageState] = {s.name: s.init(spec) for s in self.stages}
+        self._stack = _Stack(spec.d)
+        self._payload = serialized_size(spec, self._params)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def round(self) -> int:
+        """Number of completed rounds (= the global model's version)."""
+        return self._round
+
+    @property
+    def version(self) -> int:
+        return self._round
+
+    @property
+    def global_params(self) -> Tensor:
+        """The flat ``(d,)`` float32 global model (a new tensor every round; do not modify)."""
+        return self._params
+
+    def stage_state(self, name: str) -> StageState:
+        """A copy of stage ``name``'s state."""
+        return dict(self._states[name])
+
+    # ------------------------------------------------------------------ the round
+
+    def _config(self, client_id: str, round_: int) -> TaskConfig:
+        source = self._task_config
+        if source is None:
+            return TaskConfig()
+        if isinstance(source, TaskConfig):
+            return source
+        return source(client_id, round_)
+
+    def _make_tasks(self, round_: int) -> Callable[[Sequence[str]], list[ClientTask]]:
+        def make(ids: Sequence[str]) -> list[ClientTask]:
+            if len(set(ids)) != len(ids):
+                raise ValidationError(f"round {round_}: the sampler named a client twice")
+            rows = self._stack.rows(len(ids))
+            timeout = getattr(self.policy, "timeout_s", None)
+            now = self.clock.now()
+            return [
+                ClientTask(
+                    client_id=cid,
+                    round=round_,
+                    version=self._round,
+                    params=self._params,
+                    config=self._config(cid, round_),
+                    dispatched_at=now,
+                    timeout_s=timeout,
+                    out=rows[i],
+                )
+                for i, cid in enumerate(ids)
+            ]
+
+        return make
+
+    def _admit(
+        self, gathered: Gathered, round_: int
+    ) -> tuple[list[ClientUpdate], list[ClientFailure]]:
+        tasks = {t.client_id: t for t in gathered.tasks}
+        seen: set[str] = set()
+        updates: list[ClientUpdate] = []
+        failures: list[ClientFailure] = []
+        for result in gathered.results:
+            if isinstance(result, ClientFailure):
+                failures.append(result)
+                continue
+            if result.delta is None:
+                try:
+                    result = decode_delta(result, d=self.spec.d)
+                except VelocityError as exc:  # hostile or broken bytes
+                    failures.append(ClientFailure(result.client_id, "rejected", str(exc), round_))
+                    continue
+            task = tasks.get(result.client_id)
+            if task is None:
+                failures.append(
+                    ClientFailure(result.client_id, "rejected", "no task was sent to it", round_)
+                )
+                continue
+            refused = admit(result, round_=round_, d=self.spec.d, seen=seen, task=task)
+            if refused is not None:
+                failures.append(refused)
+                continue
+            updates.append(result)
+        return updates, failures
+
+    def _stack_rows(self, updates: Sequence[ClientUpdate]) -> Tensor:
+        """The admitted deltas as one ``(k, d)`` stack, without copies where they already are."""
+        k = len(updates)
+        deltas = [u.delta for u in updates]
+        assert all(d is not None for d in deltas)
+        positions = [self._stack.row_of(d) for d in deltas if d is not None]
+        if positions == list(range(k)):
+            return self._stack.buffer[:k]
+        aliased = [p for p in positions if p is not None]
+        if not aliased or (
+            len(aliased) == k and all(a < b for a, b in itertools.pairwise(aliased))
+        ):
+            rows = self._stack.rows(k) if not aliased else self._stack.buffer[:k]
+            for j, delta in enumerate(deltas):
+                if positions[j] != j and delta is not None:
+                    rows[j].copy_(delta.detach())
+            return rows
+        rows = torch.empty(k, self.spec.d, dtype=torch.float32)
+        for j, delta in enumerate(deltas):
+            if delta is not None:
+                rows[j].copy_(delta.detach())
+        return rows
+
+    def run_round(self) -> RoundResult:
+        """Run the next round and return its result."""
+        start = time.perf_counter()
+        round_ = self._round + 1
+        gathered = self.policy.gather(
+            round_=round_,
+            make_tasks=self._make_tasks(round_),
+            sampler=self.sampler,
+            provider=self.provider,
+            clock=self.clock,
+        )
+        updates, failures = self._admit(gathered, round_)
+        for update in updates:
+            self.client_state.last_version[update.client_id] = update.base_version
+        ctx = StageContext(self.seed, round_, self._round, self.spec, self._params)
+        stage_metrics: dict[str, Mapping[str, Any]] = {}
+        aggregation: Mapping[str, Any]
+        participated: list[str] = []
+        minimum = getattr(self.policy, "min_updates", 1)
+        if gathered.aggregate and updates and len(updates) >= minimum:
+            batch = RoundBatch(
+                rows=self._stack_rows(updates),
+                num_samples=[u.num_samples for u in updates],
+                client_ids=[u.client_id for u in updates],
+            )
+            batch, states, stage_metrics = run_server_stages(self.stages, batch, self._states, ctx)
+            assert batch.params is not None
+            self._params = batch.params
+            self._states.update(states)
+            self.last_aggregate = batch.update
+            participated = list(batch.client_ids)
+            aggregation = stage_metrics.pop("aggregate", {})
+        else:
+            # Nothing to aggregate: the model stays, the round still counts.
+            reason = gathered.reason or (
+                "no client returned an update"
+                if not updates
+                else f"{len(updates)} updates < min_updates={minimum}"
+            )
+            aggregation = {"skipped": reason}
+        self._round = round_
+        stage_metrics.pop("server_step", None)
+        loss = acc = None
+        if self.evaluate is not None and (round_ % self.eval_every == 0 or round_ == 1):
+            loss, acc = self.evaluate(self._params)
+        train_loss = _weighted_loss(updates)
+        result = RoundResult(
+            round=round_,
+            selected_client_ids=tuple(t.client_id for t in gathered.tasks),
+            participated=tuple(participated),
+            failures=tuple(failures),
+            global_loss=loss,
+            global_accuracy=acc,
+            train_loss=train_loss,
+            client_accuracy={
+                u.client_id: float(u.metrics["accuracy"])
+                for u in updates
+                if "accuracy" in u.metrics
+            },
+            bytes_up=self._payload * len(participated),
+            bytes_down=self._payload * len(gathered.tasks),
+            duration_s=0.0,
+            clock_s=self.clock.now(),
+            aggregation=aggregation,
+            stages={k: v for k, v in stage_metrics.items() if v},
+        )
+        for annotator in self.annotators:
+            result = annotator.annotate(result, self._params)
+        result = replace(result, duration_s=time.perf_counter() - start)
+        self.results.append(result)
+        for callback in self.callbacks:
+            callback(result, self)
+        return result
+
+    def run(
+        self, rounds: int, on_round: Callable[[RoundResult], None] | None = None
+    ) -> list[RoundResult]:
+        """Run ``rounds`` more rounds; ``on_round`` is called after each."""
+        out = []
+        for _ in range(rounds):
+            result = self.run_round()
+            out.append(result)
+            if on_round is not None:
+                on_round(result)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and JSON metadata that restore this engine exactly (see :meth:`restore`).
+
+        Tensors: ``global_params``, ``stage.<stage>.<key>`` (every stage's state, e.g. the
+        server optimizer's moments) and ``client.<i>.<state>.<key>`` (the per-client store).
+        """
+        tensors = {"global_params": self._params.contiguous()}
+        for name, state in self._states.items():
+            for key, value in state.items():
+                tensors[f"stage.{name}.{key}"] = value.contiguous()
+        client_tensors, client_meta = self.client_state.state()
+        for key, value in client_tensors.items():
+            tensors[f"client.{key}"] = value
+        meta = {
+            "round": self._round,
+            "clock_s": self.clock.now(),
+            "stages": sorted(self._states),
+            "clients": client_meta,
+            "results": [r.to_dict() for r in self.results],
+        }
+        return tensors, meta
+
+    def restore(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        """Undo :meth:`state`: continue from the saved round as if never interrupted."""
+        params = tensors.get("global_params")
+        if params is None or params.shape != (self.spec.d,):
+            raise ValidationError(
+                f"checkpoint: global_params must be a ({self.spec.d},) tensor; got "
+                f"{None if params is None else tuple(params.shape)}"
+            )
+        states: dict[str, StageState] = {s.name: {} for s in self.stages}
+        client: dict[str, Tensor] = {}
+        for key, value in tensors.items():
+            if key.startswith("stage."):
+                name, _, sub = key.removeprefix("stage.").rpartition(".")
+                if name not in states:
+                    raise ValidationError(
+                        f"checkpoint: state of an unknown stage {name!r}; this engine has "
+                        f"{sorted(states)}"
+                    )
+                states[name][sub] = value.clone()
+            elif key.startswith("client."):
+                client[key.removeprefix("client.")] = value
+        self._params = params.detach().to(torch.float32, copy=True)
+        self._round = int(meta["round"])
+        self._states = states
+        self.client_state.restore(client, meta.get("clients", {}))
+        self.clock.advance_to(float(meta.get("clock_s", 0.0)))
+        self.results = [RoundResult.from_dict(r) for r in meta.get("results", [])]
+
+
+def _weighted_loss(updates: Sequence[ClientUpdate]) -> float | None:
+    pairs = [(u.loss, u.num_samples) for u in updates if u.loss is not None]
+    total = sum(n for _, n in pairs)
+    if not pairs or total == 0:
+        return None
+    return sum(loss * n for loss, n in pairs) / total

@@ -1,0 +1,84 @@
+"""The provider registry: ``backend: {type: ...}`` names where simulated clients run.
+
+Every simulated federation has a base provider whose clients live in this process and train
+one after another (:class:`~velocity.sim.SequentialClients` for datasets,
+:class:`~velocity.sim.QuadraticClients` for ``layer_shapes`` servers, the parameter server's
+gradient nodes). A backend runs those same clients behind another seam:
+
+==============  =========================================================================
+``sequential``  the base provider itself (the default)
+``loopback``    every task and update through bytes (JSON + safetensors), as over a wire
+``out_of_order`` tasks executed in a random order, results at random virtual times
+==============  =========================================================================
+
+All backends give bit-identical models for the same configuration and seed. Unknown names
+fail with the list of known ones (``velocity backends`` prints it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from velocity.errors import ConfigurationError
+from velocity.sim.transport import LoopbackClients, OutOfOrderClients
+from velocity.types import UpdateProvider
+
+__all__ = ["BACKENDS", "Backend", "BackendSpec", "make_backend"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend choice and its settings (the YAML ``backend:`` section)."""
+
+    type: str = "sequential"
+    seed: int = 0
+    spread_s: float = 1.0
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One registry entry: a description and how to wrap the base provider."""
+
+    name: str
+    description: str
+    wrap: Callable[[UpdateProvider, BackendSpec], UpdateProvider]
+
+
+BACKENDS: Final[dict[str, Backend]] = {
+    b.name: b
+    for b in (
+        Backend(
+            "sequential",
+            "clients in this process, trained one after another (default)",
+            lambda base, spec: base,
+        ),
+        Backend(
+            "loopback",
+            "every task and update passes through bytes (JSON header + safetensors), as a "
+            "network transport would; options: max_bytes",
+            lambda base, spec: LoopbackClients(base, max_bytes=spec.max_bytes),
+        ),
+        Backend(
+            "out_of_order",
+            "tasks executed in a random order, results delivered at random virtual times; "
+            "options: seed, spread_s",
+            lambda base, spec: OutOfOrderClients(base, seed=spec.seed, spread_s=spec.spread_s),
+        ),
+    )
+}
+"""Every backend by name."""
+
+
+def make_backend(spec: BackendSpec | str, base: UpdateProvider) -> UpdateProvider:
+    """``base`` behind the backend ``spec`` names (a name or a :class:`BackendSpec`)."""
+    if isinstance(spec, str):
+        spec = BackendSpec(type=spec)
+    backend = BACKENDS.get(spec.type)
+    if backend is None:
+        raise ConfigurationError(
+            f"backend.type must be one of {', '.join(repr(n) for n in BACKENDS)}; got {spec.type!r}"
+        )
+    return backend.wrap(base, spec)
