@@ -1,6 +1,6 @@
 """Simulation overhead: one FedAvg round of the McMahan et al. (2017) MNIST setup.
 
-Compares VelocityFL's round loop (``velocity.server.Simulation`` with ``SequentialClients``)
+Compares VelocityFL's round engine (``velocity.server.RoundEngine`` with ``SequentialClients``)
 against a plain PyTorch loop doing the same training work: 10 clients per round, each 60 SGD
 steps of batch 10 (600 samples, E = 1, B = 10) on the paper's CNN, then a weighted average.
 The plain loop keeps its clients in a Python list of index tensors; VelocityFL registers
@@ -101,8 +101,8 @@ class VelocityRounds:
     def __init__(self, x: Any, y: Any, clients: int) -> None:
         from velocity.client import TrainConfig, Trainer
         from velocity.models import build_model
-        from velocity.server.simulation import Simulation, SimulationSettings
-        from velocity.sim import SequentialClients, VirtualPopulation
+        from velocity.server import build_engine
+        from velocity.sim import SequentialClients, SimulationSettings, VirtualPopulation
         from velocity.strategies import FedAvg
 
         population = VirtualPopulation(
@@ -110,9 +110,8 @@ class VelocityRounds:
         )
         model = build_model("mnist-cnn", seed=0)
         trainer = Trainer(model, TrainConfig(batch_size=BATCH, local_epochs=1, lr=LR))
-        self.sim = Simulation(
-            provider=SequentialClients(trainer, x, y, population, seed=0),
-            population=population,  # type: ignore[arg-type]
+        self.sim = build_engine(
+            base=SequentialClients(trainer, x, y, population, seed=0),
             spec=trainer.spec,
             init_params=trainer.spec.flatten(model.state_dict()),
             strategy=FedAvg(),

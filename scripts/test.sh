@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, pytest.
+# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, import-linter, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,4 +10,5 @@ fi
 echo "== ruff"; ruff check src tests benchmarks
 echo "== ruff format --check"; ruff format --check src tests benchmarks
 echo "== mypy"; mypy
+echo "== import-linter"; lint-imports
 echo "== pytest"; python -m pytest "$@"

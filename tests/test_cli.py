@@ -29,6 +29,31 @@ def test_strategies_json_is_the_registry(capsys: pytest.CaptureFixture[str]) -> 
     assert {"name", "kind", "parameters", "summary"} <= set(listed[0])
 
 
+BACKEND_NAMES = ("sequential", "loopback", "out_of_order")
+
+
+def test_backends_table_names_every_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    from velocity.sim.backends import BACKENDS
+
+    assert cli.main(["backends"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert set(BACKENDS) == set(BACKEND_NAMES)
+    for name in BACKEND_NAMES:
+        assert name in out
+    assert "safetensors" in out  # loopback's description
+
+
+def test_backends_json_is_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    from velocity.sim.backends import BACKENDS
+
+    assert cli.main(["backends", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in listed] == list(BACKENDS) == list(BACKEND_NAMES)
+    for row in listed:
+        assert set(row) == {"name", "description"}
+        assert row["description"] == BACKENDS[row["name"]].description
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["version"]) == 0
     out = capsys.readouterr().out

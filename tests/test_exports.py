@@ -11,6 +11,7 @@ MODULES = [
     "velocity.kernels",
     "velocity.strategies",
     "velocity.errors",
+    "velocity.types",
     "velocity.data",
     "velocity.models",
     "velocity.client",

@@ -1,4 +1,6 @@
-"""Tests for velocity.types: ParamSpec, ClientUpdate, RoundSummary."""
+"""Tests for velocity.types: ParamSpec, ClientUpdate, ClientFailure, RoundResult.
+
+The seed's ``RoundSummary`` view lives in ``velocity._core`` (tests/test_core_surface.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from velocity.errors import ValidationError
-from velocity.types import ClientUpdate, ParamSpec, RoundSummary
+from velocity.types import ClientFailure, ClientUpdate, ParamSpec, RoundResult
 
 # ---------------------------------------------------------------------- ParamSpec
 
@@ -236,6 +238,10 @@ def test_client_update_defaults_and_fields() -> None:
     assert u.staleness == 0
     assert u.digest is None
     assert u.d == 2
+    assert u.base_version == 0
+    assert u.payload is None
+    assert u.encoding is None
+    assert u.arrived_at == 0.0
 
 
 def test_client_update_metrics_are_read_only_copies() -> None:
@@ -265,6 +271,11 @@ def test_client_update_metrics_are_read_only_copies() -> None:
         ({"loss": "low"}, "loss must be a float"),
         ({"metrics": {"acc": "high"}}, r"metrics\['acc'\] must be a float"),
         ({"digest": 5}, "digest must be a hex str"),
+        ({"base_version": -1}, "base_version must be >= 0"),
+        ({"arrived_at": "soon"}, "arrived_at must be a float"),
+        ({"delta": None}, r"delta must be a torch\.Tensor \(or None with a bytes payload"),
+        ({"delta": None, "payload": b"x"}, r"or None with a bytes payload and its encoding"),
+        ({"payload": b"x", "encoding": "safetensors"}, "give delta or payload, not both"),
     ],
 )
 def test_client_update_validation(kwargs: dict[str, object], message: str) -> None:
@@ -298,73 +309,164 @@ def test_client_update_digest() -> None:
     assert not tampered.verify_digest()
 
 
-# ---------------------------------------------------------------------- RoundSummary
+def test_client_update_may_carry_an_encoded_payload_instead_of_a_delta() -> None:
+    u = ClientUpdate("c", 2, None, payload=b"bytes", encoding="safetensors")
+    assert u.delta is None
+    assert u.d == 0
+    with pytest.raises(ValidationError, match="still encoded; decode it first"):
+        u.compute_digest()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Attack:
-    attack_type: str
-    clients_affected: int
+# ---------------------------------------------------------------------- ClientFailure
 
 
-def test_round_summary_to_dict_is_json_and_round_trips() -> None:
-    s = RoundSummary(
-        round=3,
-        num_clients=2,
-        global_loss=0.5,
-        attack_results=({"attack_type": "gaussian_noise", "severity": 0.1},),
-        selected_client_ids=["a", "b"],  # type: ignore[arg-type]
-        metrics={"dropped_nonfinite": torch.tensor(1), "norm": np.float32(2.5), "v": (1, 2)},
-    )
-    d = s.to_dict()
-    assert set(d) == {
+def test_client_failure_reasons_and_dict_round_trip() -> None:
+    failure = ClientFailure("client-3", "timed_out", "missed the deadline", round=2)
+    d = failure.to_dict()
+    assert d == {
+        "client_id": "client-3",
+        "reason": "timed_out",
+        "message": "missed the deadline",
+        "round": 2,
+    }
+    assert ClientFailure.from_dict(json.loads(json.dumps(d))) == failure
+    for reason in ("dropped", "timed_out", "rejected", "error"):
+        assert ClientFailure("c", reason).reason == reason  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="reason must be one of"):
+        ClientFailure("c", "lost")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="client_id must be a non-empty str"):
+        ClientFailure("", "dropped")
+
+
+# ---------------------------------------------------------------------- RoundResult
+
+
+def _result(**changes: object) -> RoundResult:
+    fields: dict[str, object] = {
+        "round": 3,
+        "selected_client_ids": ("a", "b", "c", "d", "e"),
+        "participated": ("a", "b"),
+        "failures": (
+            ClientFailure("c", "dropped", round=3),
+            ClientFailure("d", "timed_out", round=3),
+            ClientFailure("e", "rejected", "digest mismatch", round=3),
+        ),
+        "global_loss": 0.5,
+        "global_accuracy": 0.75,
+        "train_loss": 1.25,
+        "client_accuracy": {"a": 0.5, "b": 1.0},
+        "bytes_up": 20,
+        "bytes_down": 50,
+        "duration_s": 0.1,
+        "clock_s": 2.0,
+        "aggregation": {
+            "rule": "FedAvg",
+            "dropped_nonfinite": torch.tensor(1),
+            "norm": np.float32(2.5),
+            "v": (1, 2),
+        },
+        "stages": {"adversary": {"rows": 2}},
+        "attack_results": ({"attack_type": "gaussian_noise", "severity": 0.1},),
+    }
+    fields.update(changes)
+    return RoundResult(**fields)  # type: ignore[arg-type]
+
+
+def test_round_result_derives_failures_by_reason() -> None:
+    r = _result()
+    assert r.num_clients == 2
+    assert r.selected == r.selected_client_ids == ("a", "b", "c", "d", "e")
+    assert r.dropped == ("c",)
+    assert r.stragglers == ("d",)
+    assert r.rejected == ("e",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.round = 4  # type: ignore[misc]
+
+
+def test_round_result_to_dict_is_json_and_round_trips() -> None:
+    r = _result()
+    d = r.to_dict()
+    assert list(d) == [
         "round",
         "num_clients",
         "global_loss",
         "attack_results",
         "selected_client_ids",
-        "metrics",
+        "global_accuracy",
+        "train_loss",
+        "participated",
+        "dropped",
+        "stragglers",
+        "rejected",
+        "failures",
+        "client_accuracy",
+        "bytes_up",
+        "bytes_down",
+        "duration_s",
+        "clock_s",
+        "aggregation",
+        "stages",
+    ]
+    assert d["aggregation"] == {"rule": "FedAvg", "dropped_nonfinite": 1, "norm": 2.5, "v": [1, 2]}
+    assert d["selected_client_ids"] == ["a", "b", "c", "d", "e"]
+    assert d["dropped"] == ["c"]
+    assert d["stragglers"] == ["d"]
+    assert d["rejected"] == ["e"]
+    assert d["failures"][2] == {
+        "client_id": "e",
+        "reason": "rejected",
+        "message": "digest mismatch",
+        "round": 3,
     }
-    assert d["metrics"] == {"dropped_nonfinite": 1, "norm": 2.5, "v": [1, 2]}
-    assert d["selected_client_ids"] == ["a", "b"]
     assert json.loads(json.dumps(d)) == d
-    assert RoundSummary.from_dict(d) == s
-    assert RoundSummary.from_dict(json.loads(json.dumps(d))) == s
+    back = RoundResult.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == d
+    assert back.failures == r.failures
     # to_dict hands out copies
-    d["metrics"]["x"] = 1
-    assert "x" not in s.metrics
+    d["aggregation"]["x"] = 1
+    d["attack_results"][0]["x"] = 1
+    assert "x" not in r.aggregation
+    assert "x" not in r.attack_results[0]
 
 
-def test_round_summary_converts_attack_dataclasses() -> None:
-    s = RoundSummary(1, 4, attack_results=(_Attack("sybil_nodes", 2),))  # type: ignore[arg-type]
-    assert s.to_dict()["attack_results"] == [{"attack_type": "sybil_nodes", "clients_affected": 2}]
-    with pytest.raises(TypeError):
-        s.attack_results[0]["x"] = 1  # type: ignore[index]
+def test_round_result_to_dict_writes_non_finite_floats_as_null() -> None:
+    r = _result(
+        global_loss=float("nan"),
+        train_loss=float("inf"),
+        aggregation={"norm": float("nan")},
+        attack_results=({"severity": float("inf")},),
+    )
+    d = r.to_dict()
+    assert d["global_loss"] is None
+    assert d["train_loss"] is None
+    assert d["aggregation"] == {"norm": None}
+    assert d["attack_results"] == [{"severity": None}]
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
 
 
-def test_round_summary_minimal_dict() -> None:
-    s = RoundSummary.from_dict({"round": 1, "num_clients": 0})
-    assert s.global_loss is None
-    assert s.attack_results == ()
-    assert s.selected_client_ids == ()
-    assert dict(s.metrics) == {}
+def test_round_result_minimal_dict() -> None:
+    r = RoundResult.from_dict({"round": 1, "selected_client_ids": [], "participated": []})
+    assert r.global_loss is None
+    assert r.attack_results == ()
+    assert r.failures == ()
+    assert r.num_clients == 0
+    assert dict(r.aggregation) == {}
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    "data",
     [
-        ({"round": 1}, r"missing keys \['num_clients'\]"),
-        ({"round": 1, "num_clients": 1, "extra": 2}, r"unknown keys \['extra'\]"),
-        ({"round": -1, "num_clients": 1}, "round must be >= 0"),
-        ({"round": 1, "num_clients": 1.5}, "num_clients must be an int"),
-        ({"round": 1, "num_clients": 1, "global_loss": "x"}, "global_loss must be a float"),
-        ({"round": 1, "num_clients": 1, "selected_client_ids": [1]}, "sequence of str"),
-        ({"round": 1, "num_clients": 1, "selected_client_ids": "ab"}, "sequence of str"),
-        ({"round": 1, "num_clients": 1, "attack_results": [1]}, r"attack_results\[0\]"),
-        ({"round": 1, "num_clients": 1, "metrics": [1]}, "metrics must be a mapping"),
-        ({"round": 1, "num_clients": 1, "metrics": {"o": object()}}, "cannot represent"),
+        {"round": 1, "participated": []},
+        {"round": "x", "selected_client_ids": [], "participated": []},
+        {"round": 1, "selected_client_ids": [], "participated": [], "failures": [{"x": 1}]},
+        {
+            "round": 1,
+            "selected_client_ids": [],
+            "participated": [],
+            "failures": [{"client_id": "c", "reason": "lost"}],
+        },
     ],
 )
-def test_round_summary_validation(data: dict[str, object], message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
-        RoundSummary.from_dict(data)
+def test_round_result_from_dict_rejects_malformed_records(data: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        RoundResult.from_dict(data)

@@ -89,7 +89,7 @@ from velocity.strategies import (
 from velocity.strategies import Strategy as StrategySpec
 from velocity.types import ClientUpdate as EngineUpdate
 from velocity.types import ParamSpec, RoundResult, StageContext, StageState, admit
-from velocity.types._params import _json_value
+from velocity.types._params import _check_count, _frozen_mapping, _json_value, _optional_float
 
 __all__ = [
     "AGGREGATORS",
@@ -448,7 +448,9 @@ class RoundSummary:
     """The seed's round result: ``round``, ``num_clients``, ``global_loss``,
     ``attack_results`` (a JSON string) and ``selected_client_ids`` — a view of
     :class:`velocity.types.RoundResult` (:meth:`from_result`), plus the aggregation
-    ``metrics``.
+    ``metrics``. ``global_loss`` is the round's loss as the caller knows it: the engine's
+    evaluation loss (:meth:`from_result`), or for :meth:`Orchestrator.aggregate_round`,
+    which evaluates nothing, the clients' sample-weighted reported loss.
 
     >>> s = RoundSummary(round=1, num_clients=2, global_loss=0.5, attack_results="[]",
     ...                  selected_client_ids=("a", "b"))
@@ -464,6 +466,14 @@ class RoundSummary:
     metrics: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        owner = "RoundSummary"
+        object.__setattr__(self, "round", _check_count(owner, "round", self.round))
+        object.__setattr__(
+            self, "num_clients", _check_count(owner, "num_clients", self.num_clients)
+        )
+        object.__setattr__(
+            self, "global_loss", _optional_float(owner, "global_loss", self.global_loss)
+        )
         if not isinstance(self.attack_results, str):
             raise ValidationError(
                 "RoundSummary.attack_results is JSON text (the seed's form); got "
@@ -475,7 +485,13 @@ class RoundSummary:
             raise ValidationError(f"RoundSummary.attack_results is not JSON: {exc}") from None
         if not isinstance(parsed, list):
             raise ValidationError("RoundSummary.attack_results must be a JSON list")
-        object.__setattr__(self, "selected_client_ids", tuple(self.selected_client_ids))
+        ids = self.selected_client_ids
+        if isinstance(ids, str) or not all(isinstance(c, str) for c in ids):
+            raise ValidationError(
+                f"{owner}.selected_client_ids must be a sequence of str; got {ids!r}"
+            )
+        object.__setattr__(self, "selected_client_ids", tuple(ids))
+        object.__setattr__(self, "metrics", _frozen_mapping(owner, "metrics", self.metrics))
 
     @property
     def attacks(self) -> list[dict[str, Any]]:
@@ -489,7 +505,7 @@ class RoundSummary:
         return cls(
             round=result.round,
             num_clients=result.num_clients,
-            global_loss=d["global_loss"] if d["global_loss"] is not None else d["train_loss"],
+            global_loss=d["global_loss"],
             attack_results=json.dumps(d["attack_results"], sort_keys=True),
             selected_client_ids=tuple(result.selected_client_ids),
             metrics=d["aggregation"],
@@ -508,19 +524,26 @@ class RoundSummary:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundSummary:
         known = {"round", "num_clients", "global_loss", "attack_results", "selected_client_ids"}
+        if not isinstance(data, Mapping):
+            raise ValidationError(f"RoundSummary.from_dict needs a mapping; got {data!r}")
         unknown = sorted(set(data) - known - {"metrics"})
         if unknown:
-            raise ValidationError(f"RoundSummary.from_dict: unknown keys {unknown}")
+            raise ValidationError(
+                f"RoundSummary.from_dict: unknown keys {unknown}; known: {sorted(known)}"
+            )
+        missing = sorted({"round", "num_clients"} - set(data))
+        if missing:
+            raise ValidationError(f"RoundSummary.from_dict: missing keys {missing}")
         attacks = data.get("attack_results", "[]")
         if not isinstance(attacks, str):
             attacks = json.dumps(attacks, sort_keys=True)
         return cls(
-            round=int(data["round"]),
-            num_clients=int(data["num_clients"]),
+            round=data["round"],
+            num_clients=data["num_clients"],
             global_loss=data.get("global_loss"),
             attack_results=attacks,
-            selected_client_ids=tuple(data.get("selected_client_ids", ())),
-            metrics=dict(data.get("metrics", {})),
+            selected_client_ids=data.get("selected_client_ids", ()),
+            metrics=data.get("metrics", {}),
         )
 
 

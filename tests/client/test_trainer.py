@@ -410,6 +410,52 @@ def test_constructor_checks() -> None:
     assert Trainer(model, TrainConfig(), spec=spec).spec is spec
 
 
+def test_per_call_config_overrides_the_trainers(data: tuple[Tensor, Tensor]) -> None:
+    x, y = data
+    rows = torch.arange(NUM_ROWS)
+    base, other = TrainConfig(batch_size=8, lr=0.1), TrainConfig(batch_size=5, lr=0.03)
+    trainer = Trainer(small_mlp(), base)
+    params = flat(small_mlp())
+    overridden = trainer.train(
+        params, x, y, rows, generator=torch.Generator().manual_seed(3), config=other
+    )
+    expected = run(other, x, y, rows, seed=3)
+    assert torch.equal(overridden.delta, expected.delta)
+    assert overridden.metrics["steps"] == expected.metrics["steps"]
+    assert trainer.config == base  # the trainer's own settings are unchanged
+    again = trainer.train(params, x, y, rows, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again.delta, run(base, x, y, rows, seed=3).delta)
+
+
+def test_worker_momentum_is_a_client_stage_with_per_client_state() -> None:
+    from velocity.types import ClientStateStore, StageContext
+
+    spec = ParamSpec.from_sizes({"w": 2})
+    ctx = StageContext(0, 1, 0, spec, torch.zeros(2))
+    store = ClientStateStore()
+    stages = [client.WorkerMomentum(0.5)]
+    row, metrics = client.run_client_stages(
+        stages, torch.tensor([2.0, 4.0]), store, ctx.for_client("a", 0)
+    )
+    assert row.tolist() == [1.0, 2.0]
+    assert metrics == {}
+    client.run_client_stages(stages, torch.tensor([8.0, 8.0]), store, ctx.for_client("b", 1))
+    row, _ = client.run_client_stages(
+        stages, torch.tensor([2.0, 4.0]), store, ctx.for_client("a", 0)
+    )
+    assert row.tolist() == [1.5, 3.0]  # 0.5 * [1, 2] + 0.5 * [2, 4]; b's buffer is its own
+    assert store.get("b", "momentum")["m"].tolist() == [4.0, 4.0]
+    with pytest.raises(ConfigurationError, match="beta"):
+        client.WorkerMomentum(1.0)
+
+
 def test_exports() -> None:
-    assert sorted(client.__all__) == ["LossFn", "TrainConfig", "TrainResult", "Trainer"]
+    assert sorted(client.__all__) == [
+        "LossFn",
+        "TrainConfig",
+        "TrainResult",
+        "Trainer",
+        "WorkerMomentum",
+        "run_client_stages",
+    ]
     assert all(hasattr(client, name) for name in client.__all__)

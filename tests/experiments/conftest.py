@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from velocity.experiments import ExperimentConfig, RoundCallback, RoundRecord, RunResult
+from velocity.experiments import ExperimentConfig, RoundCallback, RoundResult, RunResult
 from velocity.experiments.config import parse_config
+from velocity.types import ClientFailure
 
 MakeResult = Callable[..., RunResult]
 
@@ -42,12 +43,14 @@ def synthetic_result(
         participated = tuple(c for c in selected if c not in dropped and c not in stragglers)
         evaluated = r % config.training.eval_every == 0 or r == config.training.num_rounds
         accuracy = 1.0 - 0.5 * math.exp(-r / 2)
-        record = RoundRecord(
+        record = RoundResult(
             round=r,
-            selected=selected,
+            selected_client_ids=selected,
             participated=participated,
-            dropped=dropped,
-            stragglers=stragglers,
+            failures=(
+                *(ClientFailure(c, "dropped", round=r) for c in dropped),
+                *(ClientFailure(c, "timed_out", round=r) for c in stragglers),
+            ),
             global_loss=(2.0 * math.exp(-r / 3)) if evaluated else None,
             global_accuracy=accuracy if evaluated else None,
             train_loss=1.5 * math.exp(-r / 3),

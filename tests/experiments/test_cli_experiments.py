@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from velocity import cli
-from velocity.experiments import ExperimentConfig, RoundRecord, RunResult, write_outputs
+from velocity.experiments import ExperimentConfig, RoundResult, RunResult, write_outputs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MakeResult = Callable[..., RunResult]
@@ -90,7 +90,7 @@ def test_validate_without_path_is_usage_error(capsys: pytest.CaptureFixture[str]
 def test_help_lists_new_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for word in ("run", "validate-config", "strategies", "version", "130"):
+    for word in ("run", "validate-config", "strategies", "backends", "version", "130"):
         assert word in out
 
 
@@ -104,20 +104,20 @@ class FakeRunner:
         self.make_result = make_result
         self.error = error
         self.calls: list[tuple[ExperimentConfig, Path]] = []
-        self.records: list[RoundRecord] = []
+        self.records: list[RoundResult] = []
 
     def run_experiment(
         self,
         config: ExperimentConfig,
         *,
         output_dir: Path,
-        on_round: Callable[[RoundRecord], None] | None = None,
+        on_round: Callable[[RoundResult], None] | None = None,
     ) -> RunResult:
         self.calls.append((config, output_dir))
         if self.error is not None:
             raise self.error
 
-        def both(record: RoundRecord) -> None:
+        def both(record: RoundResult) -> None:
             self.records.append(record)
             if on_round is not None:
                 on_round(record)

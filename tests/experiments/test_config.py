@@ -122,6 +122,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("attacks", [{"type": "model_poisoning", "boost": -1, "fraction": 0.2}], "boost must be"),
     ("attacks", ["little"], "[0] must be a mapping like"),
     ("attacks", "none", "must be a list; got 'none'"),
+    ("backend.type", "grpc", "must be one of 'sequential', 'loopback', 'out_of_order'"),
+    ("backend.seed", -1, "must be >= 0; got -1"),
+    ("backend.spread_s", 0, "must be > 0; got 0"),
+    ("backend.max_bytes", 10, "must be >= 1024; got 10"),
+    ("backend.max_bytes", 1.5, "must be an integer; got 1.5"),
+    ("backend", "loopback", "must be a mapping with the keys type, seed, spread_s, max_bytes"),
     ("output.dir", "", "must not be empty"),
     ("output.dir", None, "must be a string; got null"),
     ("output.save_plots", "no", "must be true or false"),
@@ -437,6 +443,8 @@ def _round_trip(config: ExperimentConfig) -> ExperimentConfig:
         {**BASE, "strategy": "FedProx"},
         {**BASE, "strategy": ["clip", {"type": "multi_krum", "f": 1}, "fedadam"]},
         _with("client.local_steps", 7),
+        _with("backend", {"type": "out_of_order", "seed": 3, "spread_s": 0.5}),
+        _with("backend", {"type": "loopback", "max_bytes": 4096}),
         _with("privacy", {"epsilon": 2.0, "delta": 1.0e-6}),
         *(yaml.safe_load(p.read_text()) for p in sorted(CONFIGS.glob("*.yaml"))),
     ],
@@ -461,6 +469,13 @@ def test_resolved_fills_everything() -> None:
         "epsilon": 1.0,
         "delta": 1.0e-5,
         "max_grad_norm": 1.0,
+    }
+    assert "backend" in resolved
+    assert resolved["backend"] == {
+        "type": "sequential",
+        "seed": 0,
+        "spread_s": 1.0,
+        "max_bytes": None,
     }
 
 
@@ -489,6 +504,7 @@ def test_config_hash_is_stable() -> None:
         ("strategy", {"type": "FedAvg", "nonfinite": "raise"}),
         ("simulation.straggler.deadline_s", 11.0),
         ("privacy.epsilon", 2.0),
+        ("backend.type", "loopback"),
         ("output.save_plots", False),
     ],
 )

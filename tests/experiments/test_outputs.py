@@ -58,10 +58,13 @@ SUMMARY_KEYS = {
 }
 RECORD_KEYS = {
     "round",
-    "selected",
+    "num_clients",
+    "selected_client_ids",
     "participated",
     "dropped",
     "stragglers",
+    "rejected",
+    "failures",
     "global_loss",
     "global_accuracy",
     "train_loss",
@@ -69,7 +72,9 @@ RECORD_KEYS = {
     "bytes_up",
     "bytes_down",
     "duration_s",
+    "clock_s",
     "aggregation",
+    "stages",
     "attack_results",
 }
 
@@ -136,6 +141,16 @@ def test_metrics(written: tuple[RunResult, dict[str, Path], Path]) -> None:
     assert first["aggregation"]["norm"] == 1.5  # numpy scalar -> float
     assert first["aggregation"]["dropped_nonfinite"] == []
     assert "NaN" not in files["metrics.json"].read_text()
+    # failures are listed with their reason, and by reason
+    third = rounds[2]  # the synthetic run drops one client every third round
+    assert third["dropped"] == [third["selected_client_ids"][0]]
+    assert third["failures"] == [
+        {"client_id": third["dropped"][0], "reason": "dropped", "message": "", "round": 3}
+    ]
+    fourth = rounds[3]  # ... and one straggles every fourth
+    assert fourth["stragglers"] == [fourth["selected_client_ids"][1]]
+    assert [f["reason"] for f in fourth["failures"]] == ["timed_out"]
+    assert first["num_clients"] == len(first["participated"])
 
 
 def test_communication(written: tuple[RunResult, dict[str, Path], Path]) -> None:

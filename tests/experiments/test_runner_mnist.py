@@ -61,14 +61,21 @@ def test_same_config_and_seed_give_the_same_model(tmp_path: Path) -> None:
     a = run_experiment(_config(tmp_path), output_dir=tmp_path / "a")
     b = run_experiment(_config(tmp_path), output_dir=tmp_path / "b")
     assert a.final_model_digest == b.final_model_digest
+    assert a.config_hash == b.config_hash
     c = run_experiment(_config(tmp_path), output_dir=tmp_path / "c", seed=8)
     assert c.final_model_digest != a.final_model_digest
+    # the overriding seed is part of the run's configuration
+    assert c.seed == c.config["seed"] == 8
+    assert a.seed == a.config["seed"] == 7
+    assert c.config_hash != a.config_hash
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path: Path) -> None:
     config = _config(tmp_path, checkpoint_every=1)
     straight = run_experiment(config, output_dir=tmp_path / "straight")
-    run_experiment(config, output_dir=tmp_path / "cut", rounds=2)  # "interrupted" after 2
+    cut = run_experiment(config, output_dir=tmp_path / "cut", rounds=2)  # "interrupted" after 2
+    assert [r.round for r in cut.rounds] == [1, 2]
+    assert cut.config["training"]["num_rounds"] == 2  # the override is in the run's config
     resumed = run_experiment(config, output_dir=tmp_path / "cut", resume=True)
     assert [r.round for r in resumed.rounds] == [1, 2, 3]
     assert resumed.final_model_digest == straight.final_model_digest

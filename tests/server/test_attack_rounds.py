@@ -1,8 +1,9 @@
-"""The round loop's attack phase: who trains, what is crafted, what is aggregated and reported."""
+"""The engine's attack stage: who trains, what is crafted, what is aggregated and reported."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 
 import pytest
 import torch
@@ -24,20 +25,25 @@ from velocity.attacks import (
 )
 from velocity.client import TrainConfig, Trainer
 from velocity.errors import ConfigurationError
-from velocity.server import Simulation, SimulationSettings
-from velocity.sim import ClientPopulation, QuadraticClients, SequentialClients
+from velocity.server import RoundEngine, build_engine
+from velocity.server.engine import serialized_size
+from velocity.sim import (
+    ClientPopulation,
+    ClientWork,
+    QuadraticClients,
+    SequentialClients,
+    SimulationSettings,
+)
 from velocity.sim.population import client_index
 from velocity.strategies import FedAvg, FedMedian
-from velocity.types import ParamSpec
+from velocity.types import ClientTask, ClientUpdate, ParamSpec, Result, UpdateProvider
 
 
-def _quadratic(specs: list[AttackSpec], strategy=None, n: int = 8, seed: int = 0) -> Simulation:  # type: ignore[no-untyped-def]
+def _quadratic(specs: list[AttackSpec], strategy=None, n: int = 8, seed: int = 0) -> RoundEngine:  # type: ignore[no-untyped-def]
     spec = ParamSpec.from_sizes({"w": 5, "b": 3})
     provider = QuadraticClients(spec.d, seed=seed, num_clients=n)
-    offsets = torch.arange(n + 1) * provider.samples
-    return Simulation(
-        provider=provider,
-        population=ClientPopulation(torch.arange(int(offsets[-1])), offsets),
+    return build_engine(
+        base=provider,
         spec=spec,
         init_params=torch.zeros(spec.d),
         strategy=strategy or FedAvg(),
@@ -47,10 +53,42 @@ def _quadratic(specs: list[AttackSpec], strategy=None, n: int = 8, seed: int = 0
     )
 
 
-def _honest_rows(sim: Simulation, clients: list[int]) -> torch.Tensor:
+def _honest_rows(sim: RoundEngine, clients: list[int]) -> torch.Tensor:
+    """The next round's honest deltas of ``clients``, trained outside the engine."""
+    provider = sim.provider
+    assert isinstance(provider, QuadraticClients)
     rows = torch.zeros(len(clients), sim.spec.d)
-    sim.provider.train_round(sim.round + 1, clients, sim.global_params, rows)
+    for row, k in zip(rows, clients, strict=True):
+        task = ClientTask(
+            client_id=provider.population.client_id(k),
+            round=sim.round + 1,
+            version=sim.round,
+            params=sim.global_params,
+            out=row,
+        )
+        provider.train(ClientWork(task, k, row))
     return rows
+
+
+class _Spy(UpdateProvider):
+    """Passes everything through and keeps the round's updates as they reach the engine."""
+
+    def __init__(self, inner: UpdateProvider) -> None:
+        self.inner = inner
+        self.updates: dict[str, ClientUpdate] = {}
+
+    def submit(self, tasks: Sequence[ClientTask]) -> None:
+        self.inner.submit(tasks)
+
+    def collect(
+        self, *, until: float | None = None, max_results: int | None = None
+    ) -> list[Result]:
+        out = self.inner.collect(until=until, max_results=max_results)
+        self.updates.update({r.client_id: r for r in out if isinstance(r, ClientUpdate)})
+        return out
+
+    def cancel(self, client_ids: Collection[str]) -> None:
+        self.inner.cancel(client_ids)
 
 
 def test_empire_rows_are_crafted_from_the_honest_mean_and_averaged() -> None:
@@ -110,13 +148,15 @@ def test_sybil_identities_join_the_round() -> None:
     record = sim.run_round()
     assert len(record.participated) == 11
     assert record.participated[-3:] == ("sybil-0", "sybil-1", "sybil-2")
-    assert record.bytes_up == 11 * sim._payload
+    assert record.bytes_up == 11 * serialized_size(sim.spec, sim.global_params)
+    assert record.bytes_down == 8 * serialized_size(sim.spec, sim.global_params)
     assert record.attack_results[0]["clients_affected"] == 3
-    assert sim.core.history[-1].attack_results[0]["attack_type"] == "sybil_nodes"
+    assert record.aggregation["n"] == 11
+    assert sim.results[-1].attack_results[0]["attack_type"] == "sybil_nodes"
 
 
 def test_attacks_are_deterministic_and_survive_checkpoints() -> None:
-    def run() -> tuple[torch.Tensor, Simulation]:
+    def run() -> tuple[torch.Tensor, RoundEngine]:
         sim = _quadratic([AttackSpec(Empire(), fraction=0.25), AttackSpec(SybilNodes(count=2))])
         sim.run(3)
         return sim.global_params.clone(), sim
@@ -127,13 +167,20 @@ def test_attacks_are_deterministic_and_survive_checkpoints() -> None:
     tensors, meta = sim.state()
     other = _quadratic([AttackSpec(Empire(), fraction=0.25), AttackSpec(SybilNodes(count=2))])
     other.restore(tensors, meta)
-    assert [r.to_dict() for r in other.records] == [r.to_dict() for r in sim.records]
+    assert [r.to_dict() for r in other.results] == [r.to_dict() for r in sim.results]
+    # and the restored engine goes on drawing the same attacks
+    sim.run(1)
+    other.run(1)
+    assert torch.equal(other.global_params, sim.global_params)
+    assert other.results[-1].to_dict() | {"duration_s": 0} == sim.results[-1].to_dict() | {
+        "duration_s": 0
+    }
 
 
 # ------------------------------------------------------------------- data attacks on images
 def _image_sim(
     specs: list[AttackSpec], seed: int = 0
-) -> tuple[Simulation, Trainer, torch.Tensor, torch.Tensor]:
+) -> tuple[RoundEngine, Trainer, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(120, 1, 8, 8, generator=gen)
     y = torch.arange(120) % 4
@@ -142,9 +189,8 @@ def _image_sim(
     offsets = torch.arange(0, 121, 20)
     population = ClientPopulation(torch.arange(120), offsets)
     spec = trainer.spec
-    sim = Simulation(
-        provider=SequentialClients(trainer, x, y, population, seed=seed, num_classes=4),
-        population=population,
+    sim = build_engine(
+        base=SequentialClients(trainer, x, y, population, seed=seed, num_classes=4),
         spec=spec,
         init_params=spec.flatten(model.state_dict()),
         strategy=FedAvg(),
@@ -162,7 +208,7 @@ def test_label_flipping_client_trains_on_flipped_labels() -> None:
     attack = LabelFlipping(rate=1.0)
     sim, trainer, x, y = _image_sim([AttackSpec(attack, clients=(2,))])
     start = sim.global_params.clone()
-    idx = sim.population.indices(2)
+    idx = sim.sampler.population.indices(2)  # type: ignore[attr-defined]
     xp, yp = attack.poison(
         x[idx], y[idx], num_classes=4, generator=torch_generator(0, 1, 2, "poison")
     )
@@ -171,9 +217,29 @@ def test_label_flipping_client_trains_on_flipped_labels() -> None:
     trainer.train(
         start, xp, yp, torch.arange(20), generator=torch_generator(0, 1, 2, "train"), out=expected
     )
-    sim.run_round()
-    row = sim._stack[5]  # honest 0, 1, 3, 4, 5 first, then the adversary
+    spy = _Spy(sim.provider)
+    sim.provider = spy
+    record = sim.run_round()
+    row = spy.updates["client-2"].delta
+    assert row is not None
     torch.testing.assert_close(row, expected)
+    # honest 0, 1, 3, 4, 5 first, then the adversary
+    assert record.participated == (
+        "client-0",
+        "client-1",
+        "client-3",
+        "client-4",
+        "client-5",
+        "client-2",
+    )
+    # the adversary reports no training loss: the round's loss is the honest clients' mean
+    honest = [spy.updates[c] for c in record.participated[:5]]
+    assert spy.updates["client-2"].loss is None
+    assert record.train_loss == pytest.approx(
+        sum(u.loss * u.num_samples for u in honest if u.loss is not None)
+        / sum(u.num_samples for u in honest)
+    )
+    assert "client-2" not in record.client_accuracy
 
 
 def test_backdoor_reports_its_success_rate() -> None:
@@ -188,7 +254,12 @@ def test_backdoor_reports_its_success_rate() -> None:
 # ------------------------------------------------------------------- VelocityServer
 def _server(name: str) -> VelocityServer:
     return VelocityServer(
-        "toy", "none", FedAvg(), storage=f"memory://{name}", layer_shapes={"w": 4}, num_clients=10
+        "toy",
+        "none",
+        FedAvg(),
+        storage=f"memory://attack-rounds-{name}",
+        layer_shapes={"w": 4},
+        num_clients=10,
     )
 
 
@@ -259,14 +330,15 @@ def test_little_counts_every_adversary_of_the_round() -> None:
 
 
 def test_queued_attacks_draw_the_same_after_a_resume() -> None:
-    def server(name: str) -> VelocityServer:
+    def server(name: str, *, resume: bool = False) -> VelocityServer:
         return VelocityServer(
             "toy",
             "none",
             FedAvg(),
-            storage=f"memory://{name}",
+            storage=f"memory://attack-rounds-{name}",
             layer_shapes={"w": 4},
             num_clients=10,
+            resume=resume,
         )
 
     a = server("resume-a")
@@ -278,7 +350,10 @@ def test_queued_attacks_draw_the_same_after_a_resume() -> None:
     b = server("resume-b")
     b.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
     b.run(min_clients=10, rounds=1)
-    b2 = server("resume-b")  # a new process resuming from b's checkpoint
+    with pytest.raises(ConfigurationError, match="pass resume=True"):
+        server("resume-b")
+    b2 = server("resume-b", resume=True)  # a new process resuming from b's checkpoint
+    assert b2.engine.round == 1
     b2.simulate_attack("model_poisoning", intensity=3.0, fraction=0.2)
     (resumed,) = b2.run(min_clients=10, rounds=1)
     assert resumed["attack_results"] == second["attack_results"]

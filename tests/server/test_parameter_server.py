@@ -287,6 +287,26 @@ def test_update_byzantines_changes_what_a_sign_flip_node_submits() -> None:
 # --------------------------------------------------------------------------- state
 
 
+def test_the_server_is_a_round_engine() -> None:
+    from velocity.server import RoundEngine
+
+    ps, _, _ = _server(3, ["empire"], "FedMedian")
+    engine = ps.engine
+    assert isinstance(engine, RoundEngine)
+    g = ps.round()
+    assert engine.round == ps.round_count == 1
+    assert engine.last_aggregate is not None
+    assert torch.equal(g, engine.last_aggregate)
+    assert torch.equal(ps.global_params, engine.global_params)
+    (result,) = engine.results
+    assert ps.history == [result.to_dict()]
+    assert result.participated == ps.node_ids
+    assert result.selected_client_ids == ps.node_ids
+    assert result.aggregation["rule"] == "FedMedian"
+    assert result.aggregation["server_optimizer"] == "_GradientStep"
+    assert result.attack_results[0]["client_ids"] == ["client-3"]
+
+
 def test_model_state_dict_and_params_are_copies_of_the_global_model() -> None:
     ps, _, _ = _server(2, [], "FedAvg")
     ps.round()

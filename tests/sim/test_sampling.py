@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from velocity._random import derive_seed, numpy_rng, torch_generator
-from velocity.errors import ConfigurationError
+from velocity.errors import ConfigurationError, ValidationError
 from velocity.sim import (
     ClientPopulation,
     DropoutModel,
+    FractionSampler,
     StragglerModel,
     VirtualPopulation,
     select_clients,
@@ -112,3 +113,36 @@ def test_virtual_population_is_lazy_and_deterministic() -> None:
     assert len(set(idx.tolist())) == 50
     assert int(idx.max()) < 1000
     assert pop.client_id(7) == "client-00007"
+
+
+def test_fraction_sampler_names_the_selected_clients() -> None:
+    pop = ClientPopulation(torch.arange(200), torch.arange(0, 201, 2))
+    sampler = FractionSampler(pop, fraction=0.1, min_clients=1, seed=4)
+    for round_ in (1, 2, 3):
+        expected = select_clients(100, 0.1, 1, seed=4, round_=round_)
+        ids = sampler.sample(round_)
+        assert ids == [pop.client_id(int(i)) for i in expected]
+        assert [pop.index_of(c) for c in ids] == expected.tolist()
+    assert FractionSampler(pop, fraction=1.0, seed=4).sample(1) == [
+        pop.client_id(i) for i in range(100)
+    ]
+    with pytest.raises(ConfigurationError, match="client_fraction"):
+        FractionSampler(pop, fraction=0.0)
+    with pytest.raises(ConfigurationError, match="min_clients"):
+        FractionSampler(pop, min_clients=0)
+
+
+@pytest.mark.parametrize(
+    "pop",
+    [
+        ClientPopulation(torch.arange(10), torch.arange(11)),
+        VirtualPopulation(10, pool_size=20, samples_per_client=5, seed=0),
+    ],
+)
+def test_populations_map_ids_to_indices_and_back(
+    pop: ClientPopulation | VirtualPopulation,
+) -> None:
+    assert [pop.index_of(pop.client_id(i)) for i in range(10)] == list(range(10))
+    for bad in ("client-10", "client-x", "worker-1", "client--1"):
+        with pytest.raises(ValidationError, match="unknown client id"):
+            pop.index_of(bad)

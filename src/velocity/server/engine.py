@@ -61,6 +61,7 @@ __all__ = [
     "RoundAnnotator",
     "RoundEngine",
     "SyncRound",
+    "TaskMaker",
     "TriggerPolicy",
     "serialized_size",
 ]
@@ -70,6 +71,19 @@ Evaluator = Callable[[Tensor], tuple[float, float]]
 
 TaskConfigFn = Callable[[str, int], TaskConfig]
 """``(client_id, round) -> TaskConfig``: per-client settings of a round's task."""
+
+
+class TaskMaker(Protocol):
+    """``make_tasks(ids, timeout_s=None, rows=True)``: the engine's tasks for these clients.
+
+    With ``rows=True`` each task gets a row of the round's stack to write its delta into
+    (synchronous rounds: the rows are reused next round); a policy that keeps tasks in
+    flight across rounds passes ``rows=False`` and the engine copies arriving deltas.
+    """
+
+    def __call__(
+        self, ids: Sequence[str], *, timeout_s: float | None = None, rows: bool = True
+    ) -> list[ClientTask]: ...
 
 
 def serialized_size(spec: ParamSpec, params: Tensor) -> int:
@@ -103,12 +117,17 @@ class TriggerPolicy(ABC):
         self,
         *,
         round_: int,
-        make_tasks: Callable[[Sequence[str]], list[ClientTask]],
+        make_tasks: TaskMaker,
         sampler: ClientSampler,
         provider: UpdateProvider,
         clock: Clock,
     ) -> Gathered:
         """Dispatch what this round needs, wait for what triggers aggregation, return it."""
+
+    def enough(self, admitted: int) -> bool:
+        """Whether ``admitted`` updates (after the engine's admission check) are enough to
+        aggregate; otherwise the round is skipped and the model stays. Default: one."""
+        return admitted >= 1
 
 
 @dataclass(frozen=True)
@@ -145,12 +164,12 @@ class SyncRound(TriggerPolicy):
         self,
         *,
         round_: int,
-        make_tasks: Callable[[Sequence[str]], list[ClientTask]],
+        make_tasks: TaskMaker,
         sampler: ClientSampler,
         provider: UpdateProvider,
         clock: Clock,
     ) -> Gathered:
-        tasks = make_tasks(list(sampler.sample(round_)))
+        tasks = make_tasks(list(sampler.sample(round_)), timeout_s=self.timeout_s)
         provider.submit(tasks)
         deadline = None if self.timeout_s is None else clock.now() + self.timeout_s
         arrived = provider.collect(until=deadline)
@@ -345,12 +364,13 @@ class RoundEngine:
             return source
         return source(client_id, round_)
 
-    def _make_tasks(self, round_: int) -> Callable[[Sequence[str]], list[ClientTask]]:
-        def make(ids: Sequence[str]) -> list[ClientTask]:
+    def _make_tasks(self, round_: int) -> TaskMaker:
+        def make(
+            ids: Sequence[str], *, timeout_s: float | None = None, rows: bool = True
+        ) -> list[ClientTask]:
             if len(set(ids)) != len(ids):
                 raise ValidationError(f"round {round_}: the sampler named a client twice")
-            rows = self._stack.rows(len(ids))
-            timeout = getattr(self.policy, "timeout_s", None)
+            stack = self._stack.rows(len(ids)) if rows else None
             now = self.clock.now()
             return [
                 ClientTask(
@@ -360,8 +380,8 @@ class RoundEngine:
                     params=self._params,
                     config=self._config(cid, round_),
                     dispatched_at=now,
-                    timeout_s=timeout,
-                    out=rows[i],
+                    timeout_s=timeout_s,
+                    out=None if stack is None else stack[i],
                 )
                 for i, cid in enumerate(ids)
             ]
@@ -439,8 +459,7 @@ class RoundEngine:
         stage_metrics: dict[str, Mapping[str, Any]] = {}
         aggregation: Mapping[str, Any]
         participated: list[str] = []
-        minimum = getattr(self.policy, "min_updates", 1)
-        if gathered.aggregate and updates and len(updates) >= minimum:
+        if gathered.aggregate and updates and self.policy.enough(len(updates)):
             batch = RoundBatch(
                 rows=self._stack_rows(updates),
                 num_samples=[u.num_samples for u in updates],
@@ -458,7 +477,7 @@ class RoundEngine:
             reason = gathered.reason or (
                 "no client returned an update"
                 if not updates
-                else f"{len(updates)} updates < min_updates={minimum}"
+                else f"{len(updates)} updates are not enough for {self.policy!r}"
             )
             aggregation = {"skipped": reason}
         self._round = round_

@@ -1,4 +1,6 @@
-"""The round loop on the quadratic federation: learning, accounting, checkpoints, resume."""
+"""The round engine on the quadratic federation: learning, accounting, checkpoints, resume.
+
+(Formerly tests/server/test_simulation.py, written against ``velocity.server.Simulation``.)"""
 
 from __future__ import annotations
 
@@ -6,20 +8,19 @@ import itertools
 
 import torch
 
-from velocity.server import CheckpointStore, Simulation, SimulationSettings
-from velocity.sim import ClientPopulation, QuadraticClients, StragglerModel
+from velocity.server import CheckpointStore, RoundEngine, build_engine
+from velocity.sim import QuadraticClients, SimulationSettings, StragglerModel
 from velocity.strategies import FedAvg, Krum, Pipeline, ServerSGD
 from velocity.types import ParamSpec
 
 
-def _sim(num_clients: int = 8, seed: int = 0, strategy=None, **settings) -> Simulation:  # type: ignore[no-untyped-def]
+def _sim(num_clients: int = 8, seed: int = 0, strategy=None, **settings) -> RoundEngine:  # type: ignore[no-untyped-def]
     spec = ParamSpec.from_sizes({"w": 5, "b": 3})
     provider = QuadraticClients(spec.d, seed=seed, num_clients=num_clients)
-    offsets = torch.arange(num_clients + 1) * provider.samples
-    population = ClientPopulation(torch.arange(int(offsets[-1])), offsets)
-    return Simulation(
-        provider=provider,
-        population=population,
+    assert provider.population.num_clients == num_clients
+    assert provider.population.num_samples(num_clients - 1) == provider.samples
+    return build_engine(
+        base=provider,
         spec=spec,
         init_params=torch.zeros(spec.d),
         strategy=strategy or FedAvg(),
@@ -48,10 +49,15 @@ def test_fedavg_round_equals_hand_computed_mean() -> None:
     provider = sim.provider
     assert isinstance(provider, QuadraticClients)
     start = sim.global_params.clone()
+    # each client's closed-form local training: w_s = c_k + (1 - lr a_k)^steps (w_0 - c_k)
     rows = torch.zeros(4, sim.spec.d)
-    provider.train_round(1, [0, 1, 2, 3], start, rows)
-    sim.run_round()
+    for k in range(4):
+        a, c = provider.objective(k)
+        rows[k] = c + (1.0 - provider.lr * a) ** provider.steps * (start - c) - start
+    rec = sim.run_round()
+    assert rec.participated == ("client-0", "client-1", "client-2", "client-3")
     torch.testing.assert_close(sim.global_params, start + rows.mean(0))
+    torch.testing.assert_close(sim.last_aggregate, rows.mean(0))
 
 
 def test_participation_accounting() -> None:
@@ -65,6 +71,11 @@ def test_participation_accounting() -> None:
     assert len(rec.selected) == 20
     assert set(rec.dropped) | set(rec.stragglers) | set(rec.participated) == set(rec.selected)
     assert not set(rec.dropped) & set(rec.stragglers)
+    assert rec.dropped  # both happen at these rates (seed 0)
+    assert rec.stragglers
+    assert {f.reason for f in rec.failures} == {"dropped", "timed_out"}
+    assert len(rec.failures) == len(rec.dropped) + len(rec.stragglers)
+    assert all(f.round == 1 for f in rec.failures)
     assert rec.bytes_down == len(rec.selected) * rec.bytes_up // max(len(rec.participated), 1)
     assert rec.aggregation["total_samples"] == 100 * len(rec.participated)
 
@@ -107,8 +118,8 @@ def test_resume_from_checkpoint_equals_uninterrupted() -> None:
     assert store.latest() == 3
     resumed.run(2)
     assert torch.equal(resumed.global_params, straight.global_params)
-    assert [r.to_dict() | {"duration_s": 0} for r in resumed.records] == [
-        r.to_dict() | {"duration_s": 0} for r in straight.records
+    assert [r.to_dict() | {"duration_s": 0} for r in resumed.results] == [
+        r.to_dict() | {"duration_s": 0} for r in straight.results
     ]
 
 
