@@ -416,3 +416,19 @@ def test_run_experiment_writes_the_seed_it_ran_with(tmp_path: Path) -> None:
     assert result.seed == 7
     assert result.config_hash == config.with_updates({"seed": 7}).config_hash()
     assert result.config_hash != config.config_hash()
+
+
+def test_sync_round_skips_a_round_without_enough_updates() -> None:
+    from velocity.server import SyncRound
+
+    engine = CASES["fedavg"]("sequential")
+    engine.policy = SyncRound(min_updates=13)  # 12 clients answer
+    before = engine.global_params.clone()
+    result = engine.run_round()
+    assert "not enough" in result.aggregation["skipped"]
+    assert result.participated == () and result.round == 1 == engine.round
+    assert torch.equal(engine.global_params, before)
+    engine.policy = SyncRound(min_updates=12)
+    assert engine.run_round().num_clients == 12
+    with pytest.raises(ValueError, match="min_updates must be an int >= 1"):
+        SyncRound(min_updates=0)

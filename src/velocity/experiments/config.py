@@ -44,7 +44,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -57,6 +57,10 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
 
 from velocity.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from velocity.attacks import AttackPlan, AttackSpec
+    from velocity.strategies import Strategy
 
 __all__ = [
     "DATASETS",
@@ -425,19 +429,19 @@ class ExperimentConfig(_Section):
 
     # ------------------------------------------------------------------ derived
 
-    def strategy_obj(self) -> Any:
+    def strategy_obj(self) -> Strategy:
         """The strategy object (``velocity.strategies.Strategy``) built from :attr:`strategy`."""
         from velocity.strategies import parse_strategy
 
         return parse_strategy(self.strategy)
 
-    def attack_specs(self) -> list[Any]:
+    def attack_specs(self) -> list[AttackSpec]:
         """The :class:`velocity.attacks.AttackSpec` objects built from :attr:`attacks`."""
         from velocity.attacks import AttackSpec
 
         return [AttackSpec.from_dict(item) for item in self.attacks]
 
-    def attack_plan(self) -> Any:
+    def attack_plan(self) -> AttackPlan:
         """The :class:`velocity.attacks.AttackPlan` of this run (adversaries resolved)."""
         from velocity.attacks import AttackPlan
         from velocity.sim.population import client_index

@@ -19,16 +19,16 @@ nothing of populations, dropout, stragglers or adversaries: those are the simula
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
+from velocity._validation import Constraint, Integer, NoneOr, Real, check_parameters
 from velocity.errors import ConfigurationError, ValidationError, VelocityError
 from velocity.strategies import RoundBatch, run_server_stages, server_chain
 from velocity.types import (
@@ -143,22 +143,16 @@ class SyncRound(TriggerPolicy):
     timeout_s: float | None = None
     min_updates: int = 1
 
+    _constraints: ClassVar[Mapping[str, Constraint]] = {
+        "timeout_s": NoneOr(Real(low=0, low_open=True)),
+        "min_updates": Integer(low=1),
+    }
+
     def __post_init__(self) -> None:
-        if (
-            self.timeout_s is not None
-            and not (isinstance(self.timeout_s, int | float) and math.isfinite(self.timeout_s))
-        ) or (self.timeout_s is not None and self.timeout_s <= 0):
-            raise ConfigurationError(
-                f"SyncRound.timeout_s must be None or a finite float > 0; got {self.timeout_s!r}"
-            )
-        if (
-            isinstance(self.min_updates, bool)
-            or not isinstance(self.min_updates, int)
-            or (self.min_updates < 1)
-        ):
-            raise ConfigurationError(
-                f"SyncRound.min_updates must be an int >= 1; got {self.min_updates!r}"
-            )
+        check_parameters(self)
+
+    def enough(self, admitted: int) -> bool:
+        return admitted >= self.min_updates
 
     def gather(
         self,

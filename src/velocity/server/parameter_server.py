@@ -56,7 +56,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +64,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from velocity._random import torch_generator
+from velocity._validation import Boolean, Integer, NoneOr, Real, check_value
 from velocity.attacks import Attack, AttackSpec, SybilNodes, parse_attack
 from velocity.client import WorkerMomentum, run_client_stages
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
@@ -88,9 +89,13 @@ from velocity.strategies import (
 from velocity.types import ClientStateStore, ClientUpdate, ParamSpec, StageContext
 
 if TYPE_CHECKING:
-    from velocity.strategies._constraints import Constraint
+    from velocity._validation import Constraint
 
 __all__ = ["ByzantineNode", "HonestNode", "LossFn", "ParameterServer"]
+
+_MOMENTUM: Final = Real(low=0, high=1, high_open=True)
+_BATCH: Final = Integer(low=1)
+_CLASSES: Final = NoneOr(Integer(low=2))
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(output, target) -> scalar``, averaged over the batch (like ``F.cross_entropy``)."""
@@ -145,13 +150,7 @@ class HonestNode:
         momentum: float = 0.0,
     ) -> None:
         who = type(self).__name__
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, int | float)
-            or not 0.0 <= float(momentum) < 1.0
-        ):
-            raise ConfigurationError(f"{who}.momentum must be a number in [0, 1); got {momentum!r}")
-        self._momentum = float(momentum)
+        self._momentum: float = check_value(who, "momentum", momentum, _MOMENTUM)
         if not isinstance(model, nn.Module):
             raise ConfigurationError(f"{who}.model must be a torch.nn.Module; got {model!r}")
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
@@ -164,8 +163,7 @@ class HonestNode:
                 f"{who}: x and y must hold the same number (>= 1) of examples; got shapes "
                 f"{tuple(x.shape)} and {tuple(y.shape)}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError(f"{who}.batch_size must be an int >= 1; got {batch_size!r}")
+        batch_size = check_value(who, "batch_size", batch_size, _BATCH)
         if loss_fn is not None and not callable(loss_fn):
             raise ConfigurationError(f"{who}.loss_fn must be callable; got {loss_fn!r}")
         self._model = model
@@ -351,12 +349,7 @@ class ByzantineNode:
             raise ConfigurationError(
                 f"ByzantineNode({name}): x and y need a model= to compute gradients with"
             )
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-        ):
-            raise ConfigurationError(
-                f"ByzantineNode.num_classes must be None or an int >= 2; got {num_classes!r}"
-            )
+        num_classes = check_value("ByzantineNode", "num_classes", num_classes, _CLASSES)
         local: HonestNode | None = None
         if model is not None and x is not None and y is not None:
             local = HonestNode(model, x, y, batch_size=batch_size, loss_fn=loss_fn)
@@ -593,19 +586,10 @@ class ParameterServer:
             raise ConfigurationError(
                 "ParameterServer needs at least one honest node; honest_nodes is empty"
             )
-        if not isinstance(update_byzantines, bool):
-            raise ConfigurationError(
-                f"ParameterServer.update_byzantines must be a bool; got {update_byzantines!r}"
-            )
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, int | float)
-            or not math.isfinite(lr)
-            or lr <= 0
-        ):
-            raise ConfigurationError(f"ParameterServer.lr must be a finite number > 0; got {lr!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigurationError(f"ParameterServer.seed must be an int; got {seed!r}")
+        owner = "ParameterServer"
+        update_byzantines = check_value(owner, "update_byzantines", update_byzantines, Boolean())
+        lr = check_value(owner, "lr", lr, Real(low=0, low_open=True))
+        seed = check_value(owner, "seed", seed, Integer())
         spec = honest[0].spec
         _check_architectures(spec, honest, byzantine)
 
