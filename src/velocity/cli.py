@@ -237,7 +237,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     file=err,
                 )
 
-        result = run_experiment(config, output_dir=run_dir, on_round=on_round)
+        result = run_experiment(config, output_dir=run_dir, on_round=on_round, resume=args.resume)
     else:
         from rich.console import Console
         from rich.progress import (
@@ -265,7 +265,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     latest[0] = record.global_accuracy
                 progress.update(task, completed=record.round, accuracy=_fraction(latest[0]))
 
-            result = run_experiment(config, output_dir=run_dir, on_round=on_round)
+            result = run_experiment(
+                config, output_dir=run_dir, on_round=on_round, resume=args.resume
+            )
     _print_run_summary(result, run_dir, out)
     return EXIT_OK
 
@@ -415,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress",
         action="store_true",
         help="no progress bar (with -v: one line per round on stderr)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this run from its latest good checkpoint (output.checkpoint_every); "
+        "refused if the checkpoints belong to another configuration or seed",
     )
     run.set_defaults(handler=_cmd_run)
 

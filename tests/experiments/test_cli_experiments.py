@@ -105,6 +105,7 @@ class FakeRunner:
         self.error = error
         self.calls: list[tuple[ExperimentConfig, Path]] = []
         self.records: list[RoundResult] = []
+        self.resumed: list[bool] = []
 
     def run_experiment(
         self,
@@ -112,8 +113,10 @@ class FakeRunner:
         *,
         output_dir: Path,
         on_round: Callable[[RoundResult], None] | None = None,
+        resume: bool = False,
     ) -> RunResult:
         self.calls.append((config, output_dir))
+        self.resumed.append(resume)
         if self.error is not None:
             raise self.error
 
@@ -154,6 +157,13 @@ def _small_config(tmp_path: Path, **extra: Any) -> Path:
         "  save_plots: false",
     ]
     return _config(tmp_path, "\n".join(lines) + "\n", name="tiny.yaml")
+
+
+def test_run_resume_flag_reaches_the_runner(fake_runner: FakeRunner, tmp_path: Path) -> None:
+    path = _small_config(tmp_path)
+    assert cli.main(["run", "--config", str(path), "--no-progress"]) == cli.EXIT_OK
+    assert cli.main(["run", "--config", str(path), "--no-progress", "--resume"]) == cli.EXIT_OK
+    assert fake_runner.resumed == [False, True]
 
 
 def test_run_with_overrides(

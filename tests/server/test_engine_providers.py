@@ -426,7 +426,8 @@ def test_sync_round_skips_a_round_without_enough_updates() -> None:
     before = engine.global_params.clone()
     result = engine.run_round()
     assert "not enough" in result.aggregation["skipped"]
-    assert result.participated == () and result.round == 1 == engine.round
+    assert result.participated == ()
+    assert result.round == 1 == engine.round
     assert torch.equal(engine.global_params, before)
     engine.policy = SyncRound(min_updates=12)
     assert engine.run_round().num_clients == 12

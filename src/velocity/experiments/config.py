@@ -474,6 +474,17 @@ class ExperimentConfig(_Section):
         text = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    def trajectory_hash(self) -> str:
+        """SHA-256 of what determines the model after each round: :meth:`resolved` without the
+        ``output`` section and ``training.num_rounds`` (where a run stops and what it writes
+        do not change its rounds). Checkpoints carry it, so resume can continue a run for
+        more rounds but never load another run's state."""
+        data = self.resolved()
+        data.pop("output", None)
+        data["training"].pop("num_rounds", None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     def run_dir(self) -> Path:
         """The run's output directory: ``<output.dir>/<name>`` (``~`` expanded)."""
         return Path(self.output.dir).expanduser() / self.name

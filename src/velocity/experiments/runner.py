@@ -103,9 +103,18 @@ def run_experiment(
     ``seed`` override the config; the overrides are part of the run's configuration
     (``config.resolved.yaml`` and the config hash say the seed and rounds it ran with). With
     ``output.checkpoint_every`` set, a checkpoint is saved every that many rounds under
-    ``checkpoints/``; ``resume=True`` continues from the latest one and gives the same final
-    model as an uninterrupted run.
+    ``checkpoints/``; ``resume=True`` continues from the latest good one and gives the same
+    final model as an uninterrupted run.
+
+    Checkpoints carry the run's identity (:meth:`ExperimentConfig.trajectory_hash` and the
+    seed): resume refuses another run's checkpoints, and a fresh run moves the checkpoints
+    it finds aside (``checkpoints.prev-N/``, with a warning) instead of mixing state. While
+    a run is in progress ``RUNNING.json`` marks the directory; it is removed when the run
+    completes, so a marker left behind says the run was interrupted (``velocity run
+    --resume`` continues it). The directory's writability is checked before training.
     """
+    import warnings
+
     from velocity.experiments.outputs import write_outputs
     from velocity.experiments.results import RunResult
     from velocity.server.checkpoint import CheckpointStore
@@ -121,19 +130,36 @@ def run_experiment(
     seed = config.seed
     total = config.training.num_rounds if rounds is None else max(0, int(rounds))
     out = Path(output_dir) if output_dir is not None else Path(config.output.dir) / config.name
-    out.mkdir(parents=True, exist_ok=True)
+    identity = {"trajectory_hash": config.trajectory_hash(), "seed": seed}
+    marker = out / MARKER
+    every = config.output.checkpoint_every
+    ckpt_dir = out / "checkpoints"
+    store = CheckpointStore(f"local://{ckpt_dir}")
+    existing = store.latest() is not None
+    if resume and existing:
+        from velocity.server.checkpoint import check_identity
+
+        check_identity(str(ckpt_dir), store.identity(), identity)
+    elif existing:
+        aside = _aside(ckpt_dir)
+        ckpt_dir.rename(aside)
+        interrupted = " (an interrupted run: use resume to continue it)" if marker.exists() else ""
+        warnings.warn(
+            f"{ckpt_dir} held checkpoints of an earlier run{interrupted}; moved them to "
+            f"{aside} and starting afresh",
+            stacklevel=2,
+        )
+    _claim(out, marker, identity)
     federation = build_simulation(config, seed=seed)
     engine = federation.engine
-    every = config.output.checkpoint_every
-    store = CheckpointStore(f"local://{out / 'checkpoints'}") if every else None
-    if resume and store is not None and store.latest() is not None:
-        tensors, meta = store.load()
+    if resume and existing:
+        tensors, meta = store.load(identity=identity)
         engine.restore(tensors, meta)
 
     def after_round(result: RoundResult) -> None:
-        if store is not None and every and result.round % every == 0:
+        if every and result.round % every == 0:
             tensors, meta = engine.state()
-            store.save(result.round, tensors, meta)
+            store.save(result.round, tensors, {**meta, "identity": identity})
         if on_round is not None:
             on_round(result)
 
@@ -166,4 +192,33 @@ def run_experiment(
 
         tensors = {k: v.contiguous() for k, v in engine.spec.unflatten(params).items()}
         save_file(tensors, str(out / "global_model.safetensors"))
+    marker.unlink(missing_ok=True)
     return result
+
+
+MARKER = "RUNNING.json"
+"""The marker of a run in progress (left behind by an interrupted run)."""
+
+
+def _claim(out: Path, marker: Path, identity: dict[str, object]) -> None:
+    """Create the run directory and its marker before any training: an unwritable directory
+    is reported now, naming it, not after the rounds have been computed."""
+    import json
+    import os
+
+    from velocity.errors import ConfigurationError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**identity, "pid": os.getpid()}), encoding="utf-8")
+        tmp.replace(marker)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to the run directory {out}: {exc}") from exc
+
+
+def _aside(path: Path) -> Path:
+    n = 1
+    while (candidate := path.with_name(f"{path.name}.prev-{n}")).exists():
+        n += 1
+    return candidate

@@ -115,6 +115,7 @@ class VelocityServer:
         }
         key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
         self._store = CheckpointStore(f"{storage.rstrip('/')}/{key}")
+        self._identity = {"fingerprint": key}
         self._quadratic: QuadraticClients | None = None
         if layer_shapes is not None:
             self._engine = self._quadratic_engine(layer_shapes, num_clients, settings, backend)
@@ -142,7 +143,8 @@ class VelocityServer:
                     f"with these settings (up to round {latest}); pass resume=True to continue "
                     "from them, or choose another storage= to start afresh"
                 )
-            self._engine.restore(*self._store.load())
+            self._engine.restore(*self._store.load(identity=self._identity))
+        self._store.check_writable()
 
     def _quadratic_engine(
         self,
@@ -217,7 +219,7 @@ class VelocityServer:
                 raise
             tensors, meta = engine.state()
             try:
-                self._store.save(result.round, tensors, meta)
+                self._store.save(result.round, tensors, {**meta, "identity": self._identity})
             except OSError as exc:
                 raise ConfigurationError(
                     f"VelocityServer.run: round {result.round} completed (see history) but its "
