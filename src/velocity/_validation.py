@@ -281,10 +281,26 @@ class Described:
         return self.inner.convert(value)
 
 
+class _Short:
+    """A value whose ``repr`` is bounded (an error message never prints a whole huge value)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = 80
+        short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
+        short.maxlevel = 3
+        return short.repr(self.value)
+
+
 def error_message(owner: str, name: str, value: object, constraint: Constraint) -> str:
-    """:data:`ERROR_TEMPLATE` filled in for a rejected ``value``."""
+    """:data:`ERROR_TEMPLATE` filled in for a rejected ``value`` (shown shortened)."""
     return ERROR_TEMPLATE.format(
-        owner=owner, name=name, expected=constraint.describe(), value=value
+        owner=owner, name=name, expected=constraint.describe(), value=_Short(value)
     )
 
 

@@ -559,7 +559,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
     The loader is PyYAML's safe loader with two fixes for configuration files: a key given
     twice in one mapping is an error (plain YAML keeps the last silently), and ``1e-5``
-    reads as a float (YAML 1.1 reads it as text unless written ``1.0e-5``).
+    reads as a float (YAML 1.1 reads it as text unless written ``1.0e-5``). Hostile input is
+    bounded: at most :data:`MAX_CONFIG_BYTES` are read (``/dev/zero`` is refused, not
+    slurped), a document whose aliases expand beyond :data:`MAX_YAML_NODES` nodes is refused
+    before it is built, and error messages show values shortened.
 
     Raises
     ------
@@ -570,13 +573,32 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise InvalidConfigError([f"configuration file not found: {source}"]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidConfigError([f"cannot read configuration file: {error}"]) from None
+    except OSError as error:
+        raise InvalidConfigError([f"cannot read configuration file: {error}"], source=source) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InvalidConfigError(
+            [f"the file is larger than {MAX_CONFIG_BYTES} bytes; a configuration is small text"],
+            source=source,
+        )
     try:
-        data = yaml.load(text, Loader=_loader())  # a SafeLoader subclass
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidConfigError(
+            [f"not UTF-8 text (byte {error.start}): is this a YAML file?"], source=source
+        ) from None
+    try:
+        loader = _loader()(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_expansion(node)
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         where = ""
         mark = getattr(error, "problem_mark", None)
@@ -589,7 +611,52 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return parse_config(data, source=source)
 
 
+MAX_CONFIG_BYTES: Final = 1 << 20
+"""A configuration file larger than 1 MiB is refused unread."""
+
+MAX_YAML_NODES: Final = 100_000
+"""YAML nodes a document may expand to once its aliases are followed ("billion laughs")."""
+
 _LOADER: Any = None
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a YAML node graph whose alias-expanded size exceeds :data:`MAX_YAML_NODES`
+    (counted without expanding it: each shared node's size is computed once)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    order: list[Any] = []
+    stack: list[Any] = [root]
+    seen: set[int] = set()
+    while stack:  # post-order without recursion
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    for node in reversed(order):
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        sizes[id(node)] = total
+        if total > MAX_YAML_NODES:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the document expands to more than {MAX_YAML_NODES} nodes through its "
+                "aliases (&anchor / *alias); refusing to build it",
+                node.start_mark,
+            )
 
 
 def _loader() -> Any:
@@ -736,6 +803,19 @@ def _number(value: object) -> str:
     return str(value)
 
 
+def _bounded_repr() -> Any:
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
+    short.maxlevel = 3
+    return short
+
+
+_REPR = _bounded_repr()
+
+
 def _show(value: object) -> str:
     """A value as a YAML writer would recognise it, shortened."""
     if value is None:
@@ -744,7 +824,7 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(value, ".nan")
-    text = repr(value)
+    text = _REPR.repr(value)
     if isinstance(value, Mapping | list | tuple | set):
         text = f"{text} ({type(value).__name__})"
     return text if len(text) <= 80 else text[:77] + "..."

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from velocity import kernels
+from velocity.errors import ValidationError
 from velocity.strategies._base import Aggregator
 from velocity.strategies._constraints import BYZANTINE
 
@@ -51,6 +52,9 @@ class TrimmedMean(Aggregator):
     _constraints: ClassVar[Mapping[str, Constraint]] = {"k": BYZANTINE}
 
     def _reduce(self, updates: Tensor, weights: Tensor | None) -> Tensor:
+        n = int(updates.shape[0]) if updates.ndim == 2 else 0
+        if updates.ndim == 2 and not n > 2 * self.k:
+            raise ValidationError(f"TrimmedMean needs n > 2k; got n={n}, k={self.k}")
         return kernels.trimmed_mean(updates, weights, f=self.k)
 
 
