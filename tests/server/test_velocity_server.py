@@ -92,7 +92,7 @@ def test_different_settings_do_not_resume() -> None:
 
 
 def test_resume_must_be_a_bool() -> None:
-    with pytest.raises(ConfigurationError, match="resume must be a bool"):
+    with pytest.raises(ConfigurationError, match="resume must be true or false"):
         _server("memory://vs-resume-bool", resume="yes")
 
 

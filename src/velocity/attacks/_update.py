@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
 import torch
 from torch import Tensor
@@ -20,6 +20,9 @@ from torch import Tensor
 from velocity._validation import Constraint, Integer, NoneOr, OneOf, Real
 from velocity.attacks._base import AttackContext, UpdateAttack
 from velocity.errors import ValidationError
+
+MAX_SYBILS: Final = 10_000
+"""Largest ``sybil_nodes`` count: each identity adds a ``(d,)`` row to the round."""
 
 __all__ = [
     "Empire",
@@ -103,7 +106,8 @@ class SybilNodes(UpdateAttack):
     count: int = 1
     scale: float = 1.0
     _constraints: ClassVar[Mapping[str, Constraint]] = {
-        "count": Integer(low=1),
+        # each identity adds a row of the round's (n, d) stack
+        "count": Integer(low=1, high=MAX_SYBILS),
         "scale": Real(),
     }
 

@@ -86,20 +86,18 @@ Dataset = Literal["mnist", "fashion_mnist", "cifar10", "shakespeare", "synthetic
 DATASETS: Final[tuple[str, ...]] = typing.get_args(Dataset)
 """Every dataset name a configuration accepts."""
 
+
+def _models_datasets() -> Mapping[str, tuple[str, ...]]:
+    """``velocity.models.MODEL_DATASETS``: the datasets each model can be trained on (its
+    input shape), one table for every entry point; imported when first needed."""
+    from velocity.models import MODEL_DATASETS
+
+    return MODEL_DATASETS
+
+
 MODEL_IDS: Final[tuple[str, ...]] = ("mnist-cnn", "mnist-2nn", "logreg", "cifar-cnn", "char-lstm")
 """Every model id a configuration accepts. Keep in sync with the model zoo."""
 
-_MODEL_DATASETS: Final[dict[str, tuple[str, ...]]] = {
-    "mnist-cnn": ("mnist", "fashion_mnist"),
-    "mnist-2nn": ("mnist", "fashion_mnist"),
-    "logreg": ("mnist", "fashion_mnist", "cifar10", "synthetic"),
-    "cifar-cnn": ("cifar10",),
-    "char-lstm": ("shakespeare",),
-}
-"""Datasets each model can be trained on (its input shape); checked across fields.
-
-``mnist-*`` take ``(1, 28, 28)`` images, ``cifar-cnn`` ``(3, 32, 32)``, ``char-lstm`` token
-ids; ``logreg`` sizes its input to the dataset's features (60 for ``synthetic``)."""
 
 _NATURAL_DATASETS: Final[tuple[str, ...]] = ("shakespeare", "synthetic")
 """Datasets that come already split by client (``partitioning: natural``)."""
@@ -391,7 +389,7 @@ class ExperimentConfig(_Section):
     @model_validator(mode="after")
     def _check_across_fields(self) -> ExperimentConfig:
         problems: list[str] = []
-        allowed = _MODEL_DATASETS[self.model_id]
+        allowed = _models_datasets()[self.model_id]
         if self.dataset not in allowed:
             problems.append(
                 f"model_id: {self.model_id!r} cannot be trained on dataset {self.dataset!r}; "
@@ -578,7 +576,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except FileNotFoundError:
         raise InvalidConfigError([f"configuration file not found: {source}"]) from None
     except OSError as error:
-        raise InvalidConfigError([f"cannot read configuration file: {error}"], source=source) from None
+        raise InvalidConfigError(
+            [f"cannot read configuration file: {error}"], source=source
+        ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise InvalidConfigError(
             [f"the file is larger than {MAX_CONFIG_BYTES} bytes; a configuration is small text"],
@@ -824,7 +824,7 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(value, ".nan")
-    text = _REPR.repr(value)
+    text: str = _REPR.repr(value)
     if isinstance(value, Mapping | list | tuple | set):
         text = f"{text} ({type(value).__name__})"
     return text if len(text) <= 80 else text[:77] + "..."

@@ -27,7 +27,14 @@ torch.int64
 
 from __future__ import annotations
 
-from velocity.models._registry import MODELS, ModelInfo, build_model, model_info
+from velocity.models._registry import (
+    MODEL_DATASETS,
+    MODELS,
+    ModelInfo,
+    build_model,
+    check_model_dataset,
+    model_info,
+)
 from velocity.models._zoo import (
     CharLSTM,
     CifarCNN,
@@ -39,6 +46,7 @@ from velocity.models._zoo import (
 
 __all__ = [
     "MODELS",
+    "MODEL_DATASETS",
     "CharLSTM",
     "CifarCNN",
     "LogisticRegression",
@@ -46,6 +54,7 @@ __all__ = [
     "MnistCNN",
     "ModelInfo",
     "build_model",
+    "check_model_dataset",
     "count_parameters",
     "model_info",
 ]

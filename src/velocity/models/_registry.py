@@ -108,6 +108,33 @@ _REGISTRY: Final = MappingProxyType(
 MODELS: Final[tuple[str, ...]] = tuple(_REGISTRY)
 """Ids of every registered model, in registry order."""
 
+MODEL_DATASETS: Final = MappingProxyType(
+    {
+        "mnist-cnn": ("mnist", "fashion_mnist"),
+        "mnist-2nn": ("mnist", "fashion_mnist"),
+        "logreg": ("mnist", "fashion_mnist", "cifar10", "synthetic"),
+        "cifar-cnn": ("cifar10",),
+        "char-lstm": ("shakespeare",),
+    }
+)
+"""Datasets each model can be trained on (its input shape): one table for every entry point
+(YAML configs, ``VelocityServer``). ``logreg`` sizes its input to the dataset's features."""
+
+
+def check_model_dataset(model_id: object, dataset: object, *, owner: str) -> None:
+    """Refuse an unknown model, or a model that cannot take ``dataset``'s inputs."""
+    if not isinstance(model_id, str) or model_id not in MODEL_DATASETS:
+        raise ConfigurationError(
+            f"{owner}.model_id must be one of {', '.join(map(repr, MODEL_DATASETS))}; "
+            f"got {model_id!r}"
+        )
+    allowed = MODEL_DATASETS[model_id]
+    if dataset not in allowed:
+        raise ConfigurationError(
+            f"{owner}: model {model_id!r} cannot be trained on dataset {dataset!r}; "
+            f"it takes {', '.join(repr(d) for d in allowed)}"
+        )
+
 
 def _check_int(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:

@@ -6,10 +6,20 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 
+from velocity._validation import (
+    Boolean,
+    Integer,
+    MappingOf,
+    NoneOr,
+    OneOf,
+    Real,
+    String,
+    check_value,
+)
 from velocity.errors import ConfigurationError
 from velocity.server.builder import adversary_of, build_engine
 from velocity.server.checkpoint import CheckpointStore
@@ -25,7 +35,12 @@ if TYPE_CHECKING:
     from velocity.sim.backends import BackendSpec
     from velocity.strategies import Strategy
 
-__all__ = ["VelocityServer"]
+__all__ = ["MAX_PARAMETERS", "VelocityServer"]
+
+MAX_PARAMETERS: Final = 10**9
+"""Largest simulated model (``layer_shapes`` total): a billion float32 parameters, 4 GB/row."""
+
+_LAYER_SHAPES: Final = MappingOf(String(min_length=1), Integer(low=1), min_length=1)
 
 
 class VelocityServer:
@@ -89,15 +104,44 @@ class VelocityServer:
         resume: bool = False,
         backend: BackendSpec | str = "sequential",
     ) -> None:
-        if not isinstance(model_id, str) or not isinstance(dataset, str):
-            raise ConfigurationError("VelocityServer: model_id and dataset must be strings")
+        owner = "VelocityServer"
+        check_value(owner, "model_id", model_id, String(min_length=1))
+        check_value(owner, "dataset", dataset, String(min_length=1))
+        if layer_shapes is None:
+            from velocity.data import DATASETS
+            from velocity.models import check_model_dataset
+
+            check_value(owner, "dataset", dataset, OneOf(*DATASETS))
+            check_model_dataset(model_id, dataset, owner=owner)
+        else:
+            layer_shapes = check_value(owner, "layer_shapes", layer_shapes, _LAYER_SHAPES)
+            total = sum(layer_shapes.values())
+            if total > MAX_PARAMETERS:
+                raise ConfigurationError(
+                    f"{owner}.layer_shapes holds {total} parameters; at most {MAX_PARAMETERS} "
+                    "(each round stacks one float32 row per client)"
+                )
+        seed = check_value(owner, "seed", seed, Integer(low=0, high=2**63 - 1))
+        num_clients = check_value(owner, "num_clients", num_clients, Integer(low=1))
+        partitioning = check_value(
+            owner, "partitioning", partitioning, OneOf("iid", "dirichlet", "shard", "natural")
+        )
+        alpha = check_value(owner, "alpha", alpha, Real(low=0, low_open=True))
+        check_value(owner, "data_dir", data_dir, NoneOr(String(min_length=1)))
+        if train_config is not None:
+            from velocity.client import TrainConfig as _TrainConfig
+
+            if not isinstance(train_config, _TrainConfig):
+                raise ConfigurationError(
+                    f"{owner}.train_config must be None or a velocity.client.TrainConfig; "
+                    f"got {type(train_config).__name__}"
+                )
         if not isinstance(storage, str) or not storage.strip("/ "):
             raise ConfigurationError(
                 "VelocityServer.storage must be a non-empty fsspec URI such as "
                 f"'local://checkpoints' or 'memory://run'; got {storage!r}"
             )
-        if not isinstance(resume, bool):
-            raise ConfigurationError(f"VelocityServer.resume must be a bool; got {resume!r}")
+        check_value(owner, "resume", resume, Boolean())
         self.model_id, self.dataset = model_id, dataset
         self.strategy = FedAvg() if strategy is None else parse_strategy(strategy)
         settings = SimulationSettings(seed=seed, client_fraction=client_fraction)
@@ -153,13 +197,6 @@ class VelocityServer:
         settings: SimulationSettings,
         backend: BackendSpec | str,
     ) -> RoundEngine:
-        if not layer_shapes or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in layer_shapes.values()
-        ):
-            raise ConfigurationError(
-                "VelocityServer: layer_shapes must map parameter names to sizes >= 1; "
-                f"got {layer_shapes!r}"
-            )
         spec = ParamSpec.from_sizes(layer_shapes)
         provider = QuadraticClients(spec.d, seed=settings.seed, num_clients=num_clients)
         self._quadratic = provider
