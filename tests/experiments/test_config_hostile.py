@@ -156,3 +156,59 @@ def test_fuzzed_text_gives_only_clear_errors(text: str, tmp_path: Path) -> None:
     path.write_text(text)
     error = _outcome(path)
     assert error is None or isinstance(error, InvalidConfigError), repr(error)
+
+
+# ---------------------------------------------------------------------- runnable configs
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"strategy": {"type": "Krum", "f": 3}, "training": {"num_clients": 8}},
+            r"round 1 cannot run .*\(4 rows\): krum needs n > 2f \+ 2; got n=4, f=3",
+        ),
+        (
+            {"attacks": [{"type": "little", "fraction": 1.0}], "training": {"num_clients": 10}},
+            r"little: needs at least one honest update",
+        ),
+        (
+            {"training": {"num_clients": 70_000}},
+            r"training\.num_clients: 70000 clients cannot each hold an example of mnist's 60000",
+        ),
+        (
+            {
+                "training": {"num_rounds": 5},
+                "attacks": [{"type": "empire", "fraction": 0.2, "start_round": 9}],
+            },
+            r"attacks\[0\]\.start_round: 9 is after the last round \(5\)",
+        ),
+        (
+            {"attacks": [{"type": "sign_flip", "clients": ["client-1", "client-1"]}]},
+            r"clients names client-1 more than once",
+        ),
+    ],
+)
+def test_configs_that_cannot_run_fail_validation(extra: dict[str, object], message: str) -> None:
+    data: dict[str, object] = {"name": "x", "dataset": "mnist", "training": {}}
+    for key, value in extra.items():
+        data[key] = value
+    with pytest.raises(InvalidConfigError, match=message):
+        parse_config(data)
+
+
+def test_a_refused_run_leaves_no_directory_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from velocity.errors import ConfigurationError
+    from velocity.experiments import runner
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConfigurationError("the data cannot be loaded")
+
+    monkeypatch.setattr(runner, "build_simulation", refuse)
+    config = parse_config({"name": "gone", "dataset": "mnist"})
+    out = tmp_path / "out"
+    with pytest.raises(ConfigurationError, match="cannot be loaded"):
+        runner.run_experiment(config, output_dir=out)
+    assert not out.exists()

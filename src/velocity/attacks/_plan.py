@@ -92,6 +92,11 @@ class AttackSpec:
             clients = check_value(owner, "clients", self.clients, _CLIENTS)
             if not clients:
                 raise ConfigurationError(f"attack {name}: clients must not be empty")
+            repeated = sorted({str(c) for c in clients if clients.count(c) > 1})
+            if repeated:
+                raise ConfigurationError(
+                    f"attack {name}: clients names {', '.join(repeated)} more than once"
+                )
             object.__setattr__(self, "clients", clients)
         if self.per_round and self.fraction is None:
             raise ConfigurationError(

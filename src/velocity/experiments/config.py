@@ -99,6 +99,9 @@ MODEL_IDS: Final[tuple[str, ...]] = ("mnist-cnn", "mnist-2nn", "logreg", "cifar-
 """Every model id a configuration accepts. Keep in sync with the model zoo."""
 
 
+_TRAIN_SIZES: Final[dict[str, int]] = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+"""Training examples of the datasets whose size is fixed (for config-time checks)."""
+
 _NATURAL_DATASETS: Final[tuple[str, ...]] = ("shakespeare", "synthetic")
 """Datasets that come already split by client (``partitioning: natural``)."""
 
@@ -406,10 +409,26 @@ class ExperimentConfig(_Section):
                 "simulation.partitioning: 'natural' needs a dataset that is already split by "
                 f"client ({', '.join(_NATURAL_DATASETS)}); got dataset {self.dataset!r}"
             )
+        size = _TRAIN_SIZES.get(self.dataset)
+        if size is not None and training.num_clients > size:
+            problems.append(
+                f"training.num_clients: {training.num_clients} clients cannot each hold an "
+                f"example of {self.dataset}'s {size} training examples"
+            )
+        for i, item in enumerate(self.attacks):
+            start = item.get("start_round", 1) if isinstance(item, dict) else 1
+            if isinstance(start, int) and start > training.num_rounds:
+                problems.append(
+                    f"attacks[{i}].start_round: {start} is after the last round "
+                    f"({training.num_rounds}); the attack would never run"
+                )
         try:
-            self.attack_plan()
+            plan = self.attack_plan()
         except ValueError as error:
             problems.append(f"attacks: {error}")
+        else:
+            if not problems:
+                problems.extend(self._dry_run(plan))
         mu = _fedprox_mu(self.strategy_obj())
         if mu is not None:
             explicit = "prox_mu" in self.client.model_fields_set
@@ -424,6 +443,54 @@ class ExperimentConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _dry_run(self, plan: AttackPlan) -> list[str]:
+        """Rounds that cannot run whatever the data: the first round and every round where
+        an attack starts or ends, with every selected client answering (no dropout), run on
+        zero updates through the simulated adversary and the strategy. A rule's own limit
+        (``Krum needs n > 2f + 2``) or an attack that cannot be crafted (no honest client
+        left for ``little``) is reported here, not rounds into a run."""
+        import torch
+
+        from velocity.sim.adversary import SimulatedAdversary
+        from velocity.sim.population import ClientPopulation
+        from velocity.sim.sampling import select_clients
+        from velocity.strategies import RoundBatch
+        from velocity.types import ParamSpec, StageContext
+
+        training = self.training
+        n = training.num_clients
+        population = ClientPopulation(torch.arange(n), torch.arange(n + 1))
+        adversary = SimulatedAdversary(plan, population)
+        strategy = self.strategy_obj()
+        spec = ParamSpec.from_sizes({"w": 2})
+        rounds = {1}
+        for attack_spec in plan.specs:
+            rounds.add(attack_spec.start_round)
+            if attack_spec.end_round is not None:
+                rounds.add(attack_spec.end_round)
+        problems: list[str] = []
+        for round_ in sorted(r for r in rounds if r <= training.num_rounds):
+            picked = select_clients(
+                n, training.client_fraction, training.min_clients, seed=self.seed, round_=round_
+            ).tolist()
+            ctx = StageContext(self.seed, round_, round_ - 1, spec, torch.zeros(2))
+            batch = RoundBatch(
+                rows=torch.zeros(len(picked), 2),
+                num_samples=[1] * len(picked),
+                client_ids=[population.client_id(int(c)) for c in picked],
+            )
+            try:
+                planned = adversary.prepare(round_, [int(c) for c in picked])
+                if planned is not None:
+                    batch = adversary.craft(batch, planned, ctx)
+                strategy.aggregate(batch.rows, batch.weights, generator=ctx.generator("x"))
+            except ValueError as error:
+                problems.append(
+                    f"round {round_} cannot run even with every selected client answering "
+                    f"({len(batch.client_ids)} rows): {error}"
+                )
+        return problems
 
     # ------------------------------------------------------------------ derived
 

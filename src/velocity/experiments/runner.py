@@ -140,7 +140,10 @@ def run_experiment(
         from velocity.server.checkpoint import check_identity
 
         check_identity(str(ckpt_dir), store.identity(), identity)
-    elif existing:
+    # Build first (data, model): a refused or failing run leaves no directory behind.
+    federation = build_simulation(config, seed=seed)
+    engine = federation.engine
+    if existing and not resume:
         aside = _aside(ckpt_dir)
         ckpt_dir.rename(aside)
         interrupted = " (an interrupted run: use resume to continue it)" if marker.exists() else ""
@@ -150,8 +153,6 @@ def run_experiment(
             stacklevel=2,
         )
     _claim(out, marker, identity)
-    federation = build_simulation(config, seed=seed)
-    engine = federation.engine
     if resume and existing:
         tensors, meta = store.load(identity=identity)
         engine.restore(tensors, meta)
