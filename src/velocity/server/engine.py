@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from velocity._validation import Constraint, Integer, NoneOr, Real, check_parameters
-from velocity.errors import ConfigurationError, ValidationError, VelocityError
+from velocity.errors import ConfigurationError, ValidationError
 from velocity.strategies import RoundBatch, run_server_stages, server_chain
 from velocity.types import (
     ClientFailure,
@@ -173,7 +173,12 @@ class SyncRound(TriggerPolicy):
         if missing:
             provider.cancel(missing)
             arrived.extend(
-                ClientFailure(cid, "timed_out", "missed the round deadline", round=round_)
+                ClientFailure(
+                    cid,
+                    "timed_out",
+                    "missed the round deadline" if deadline is not None else "did not answer",
+                    round=round_,
+                )
                 for cid in missing
             )
         if deadline is not None and missing:
@@ -217,6 +222,14 @@ class _Stack:
         if self.buffer.shape[0] < k:
             self.buffer = torch.empty(k, self.d, dtype=torch.float32)
         return self.buffer[:k]
+
+    def shares(self, t: Tensor | None) -> bool:
+        """Whether ``t`` lives in the buffer's memory at all."""
+        return (
+            t is not None
+            and self.buffer.numel() > 0
+            and t.untyped_storage().data_ptr() == self.buffer.untyped_storage().data_ptr()
+        )
 
     def row_of(self, t: Tensor) -> int | None:
         """Index of the buffer row ``t`` is (a contiguous full-row view), else ``None``."""
@@ -396,8 +409,10 @@ class RoundEngine:
             if result.delta is None:
                 try:
                     result = decode_delta(result, d=self.spec.d)
-                except VelocityError as exc:  # hostile or broken bytes
-                    failures.append(ClientFailure(result.client_id, "rejected", str(exc), round_))
+                except Exception as exc:  # hostile or broken bytes never crash a round
+                    failures.append(
+                        ClientFailure(result.client_id, "rejected", f"undecodable: {exc}", round_)
+                    )
                     continue
             task = tasks.get(result.client_id)
             if task is None:
@@ -421,8 +436,12 @@ class RoundEngine:
         if positions == list(range(k)):
             return self._stack.buffer[:k]
         aliased = [p for p in positions if p is not None]
-        if not aliased or (
-            len(aliased) == k and all(a < b for a, b in itertools.pairwise(aliased))
+        partial = any(
+            p is None and self._stack.shares(d) for p, d in zip(positions, deltas, strict=True)
+        )
+        if not partial and (
+            not aliased
+            or (len(aliased) == k and all(a < b for a, b in itertools.pairwise(aliased)))
         ):
             rows = self._stack.rows(k) if not aliased else self._stack.buffer[:k]
             for j, delta in enumerate(deltas):
@@ -436,7 +455,13 @@ class RoundEngine:
         return rows
 
     def run_round(self) -> RoundResult:
-        """Run the next round and return its result."""
+        """Run the next round and return its result.
+
+        A round that raises (a stage refusing its input, a provider failing) leaves the
+        model, the round counter and the stage states as they were; the clock and the
+        clients' own state (worker momentum) may have moved. Restore the last checkpoint for
+        an exact retry.
+        """
         start = time.perf_counter()
         round_ = self._round + 1
         gathered = self.policy.gather(
@@ -447,8 +472,6 @@ class RoundEngine:
             clock=self.clock,
         )
         updates, failures = self._admit(gathered, round_)
-        for update in updates:
-            self.client_state.last_version[update.client_id] = update.base_version
         ctx = StageContext(self.seed, round_, self._round, self.spec, self._params)
         stage_metrics: dict[str, Mapping[str, Any]] = {}
         aggregation: Mapping[str, Any]
@@ -466,6 +489,8 @@ class RoundEngine:
             self.last_aggregate = batch.update
             participated = list(batch.client_ids)
             aggregation = stage_metrics.pop("aggregate", {})
+            for update in updates:
+                self.client_state.last_version[update.client_id] = update.base_version
         else:
             # Nothing to aggregate: the model stays, the round still counts.
             reason = gathered.reason or (
@@ -474,6 +499,7 @@ class RoundEngine:
                 else f"{len(updates)} updates are not enough for {self.policy!r}"
             )
             aggregation = {"skipped": reason}
+            updates = []  # nothing was aggregated: no training loss or accuracy to report
         self._round = round_
         stage_metrics.pop("server_step", None)
         loss = acc = None
@@ -531,7 +557,7 @@ class RoundEngine:
         tensors = {"global_params": self._params.contiguous()}
         for name, state in self._states.items():
             for key, value in state.items():
-                tensors[f"stage.{name}.{key}"] = value.contiguous()
+                tensors[f"stage.{name}.{key}"] = value.detach().clone()
         client_tensors, client_meta = self.client_state.state()
         for key, value in client_tensors.items():
             tensors[f"client.{key}"] = value
@@ -552,24 +578,33 @@ class RoundEngine:
                 f"checkpoint: global_params must be a ({self.spec.d},) tensor; got "
                 f"{None if params is None else tuple(params.shape)}"
             )
-        states: dict[str, StageState] = {s.name: {} for s in self.stages}
+        names = sorted((s.name for s in self.stages), key=len, reverse=True)
+        states: dict[str, StageState] = {}
         client: dict[str, Tensor] = {}
         for key, value in tensors.items():
             if key.startswith("stage."):
-                name, _, sub = key.removeprefix("stage.").rpartition(".")
-                if name not in states:
+                rest = key.removeprefix("stage.")
+                name = next((n for n in names if rest.startswith(n + ".")), None)
+                if name is None:
                     raise ValidationError(
-                        f"checkpoint: state of an unknown stage {name!r}; this engine has "
-                        f"{sorted(states)}"
+                        f"checkpoint: {key!r} is the state of no stage of this engine "
+                        f"({sorted(names)})"
                     )
-                states[name][sub] = value.clone()
+                states.setdefault(name, {})[rest[len(name) + 1 :]] = value.clone()
             elif key.startswith("client."):
                 client[key.removeprefix("client.")] = value
+        saved = set(meta.get("stages", states))
+        missing = [s.name for s in self.stages if s.name not in saved and s.init(self.spec)]
+        if missing:
+            raise ValidationError(
+                f"checkpoint: no state for the stages {missing} (saved by another engine?)"
+            )
         self._params = params.detach().to(torch.float32, copy=True)
         self._round = int(meta["round"])
-        self._states = states
+        self._states = {s.name: states.get(s.name, s.init(self.spec)) for s in self.stages}
         self.client_state.restore(client, meta.get("clients", {}))
-        self.clock.advance_to(float(meta.get("clock_s", 0.0)))
+        self.clock.restore(float(meta.get("clock_s", 0.0)))
+        self.last_aggregate = None
         self.results = [RoundResult.from_dict(r) for r in meta.get("results", [])]
 
 

@@ -116,10 +116,15 @@ class SimulatedAdversary:
         honest = [
             j for j, cid in enumerate(batch.client_ids) if index_of(cid) not in attack.adversarial
         ]
-        trained = [c for a in attack.assignments if _trains(a) for c in a.clients if c in position]
-        crafted = [c for a in attack.assignments if not _trains(a) for c in a.clients]
+        # Adversaries whose update did not reach aggregation (rejected by the engine) take no
+        # part: every count below is over those present.
+        present = {
+            a.index: tuple(c for c in a.clients if c in position) for a in attack.assignments
+        }
+        trained = [c for a in attack.assignments if _trains(a) for c in present[a.index]]
+        crafted = [c for a in attack.assignments if not _trains(a) for c in present[a.index]]
         extra = sum(a.extra for a in attack.assignments)
-        adversarial_rows = len(attack.adversarial) + extra
+        adversarial_rows = len(trained) + len(crafted) + extra
         train = len(honest) + len(trained)
         total = train + len(crafted) + extra
         rows = self.stage.rows(total, batch.rows.shape[1])
@@ -136,14 +141,17 @@ class SimulatedAdversary:
         sybils = 0
         for a in attack.assignments:
             spec_attack = a.spec.attack
+            clients = present[a.index]
+            if not clients and not a.extra:
+                continue
             if spec_attack.kind == "data":
                 attack.severity[a.index] = spec_attack.severity()
-                attack.ids[a.index] = [ids(c) for c in a.clients]
+                attack.ids[a.index] = [ids(c) for c in clients]
                 continue
-            f = a.extra or len(a.clients)
+            f = a.extra or len(clients)
             own: Tensor | None
-            if a.clients and _trains(a):
-                first = row_of[a.clients[0]]
+            if clients and _trains(a):
+                first = row_of[clients[0]]
                 target = rows[first : first + f]
                 own = target.clone()
             else:
@@ -156,8 +164,8 @@ class SimulatedAdversary:
                     names.extend(new)
                     counts.extend([claimed] * f)
                 else:
-                    names.extend(ids(c) for c in a.clients)
-                    counts.extend(int(batch.num_samples[position[c]]) for c in a.clients)
+                    names.extend(ids(c) for c in clients)
+                    counts.extend(int(batch.num_samples[position[c]]) for c in clients)
             assert isinstance(spec_attack, UpdateAttack)
             context = AttackContext(
                 honest=rows[: len(honest)],
@@ -170,7 +178,7 @@ class SimulatedAdversary:
             crafted_rows, severity = spec_attack.craft_with_severity(context)
             target.copy_(crafted_rows)
             attack.severity[a.index] = severity
-            attack.ids[a.index] = names[-f:] if not _trains(a) else [ids(c) for c in a.clients]
+            attack.ids[a.index] = names[-f:] if not _trains(a) else [ids(c) for c in clients]
         return RoundBatch(rows=rows, num_samples=counts, client_ids=names)
 
     # ------------------------------------------------------------------ the report
@@ -184,6 +192,8 @@ class SimulatedAdversary:
         evaluated = result.global_loss is not None or result.global_accuracy is not None
         out: list[Mapping[str, Any]] = []
         for a in attack.assignments:
+            if a.index not in attack.ids:
+                continue  # none of its adversaries reached aggregation
             spec_attack = a.spec.attack
             who = attack.ids[a.index]
             filtered = tuple(c for c in who if c in dropped)

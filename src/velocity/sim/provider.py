@@ -85,6 +85,7 @@ class SimulatedClients(UpdateProvider):
         self.adversary = adversary
         self._pending: list[ClientTask] = []
         self._done: list[Result] = []
+        self._plans: dict[int, RoundAttack | None] = {}
 
     def configure(
         self,
@@ -113,6 +114,7 @@ class SimulatedClients(UpdateProvider):
     ) -> list[Result]:
         ready: list[tuple[ClientTask, int, float]] = []
         later: list[ClientTask] = []
+        on_time: dict[int, list[int]] = {}
         for task in self._pending:
             index = self.population.index_of(task.client_id)
             if self.dropout.dropped(index, seed=self.seed, round_=task.round):
@@ -129,12 +131,24 @@ class SimulatedClients(UpdateProvider):
             delay = self.delay(index, task.round)
             arrival = task.dispatched_at + delay
             late = task.timeout_s is not None and delay > task.timeout_s
+            if not late:
+                on_time.setdefault(task.round, []).append(index)
             if until is not None and (late or arrival > until):
                 later.append(task)
                 continue
             ready.append((task, index, arrival))
         self._pending = later
+        if self.adversary is not None:
+            # A round's adversaries are resolved once, from all its participants (those that
+            # neither dropped out nor miss their deadline, in population order), however many
+            # collect calls its results take.
+            for round_, indices in sorted(on_time.items()):
+                if round_ not in self._plans:
+                    self._plans[round_] = self.adversary.prepare(round_, sorted(indices))
         self._done.extend(self._train_ready(ready))
+        waiting = [t.round for t in self._pending]
+        oldest = min(waiting) if waiting else max(self._plans, default=0)
+        self._plans = {r: p for r, p in self._plans.items() if r >= oldest}
         self._done.sort(key=lambda r: r.arrived_at)  # stable: ties keep task order
         take = len(self._done) if max_results is None else max(0, max_results)
         out, self._done = self._done[:take], self._done[take:]
@@ -147,12 +161,7 @@ class SimulatedClients(UpdateProvider):
         return self.straggler.delay(index, seed=self.seed, round_=round_)
 
     def _train_ready(self, ready: list[tuple[ClientTask, int, float]]) -> list[Result]:
-        plans: dict[int, RoundAttack | None] = {}
-        if self.adversary is not None:
-            for round_ in sorted({task.round for task, _, _ in ready}):
-                # In population order, whatever order the tasks came in.
-                active = sorted(index for task, index, _ in ready if task.round == round_)
-                plans[round_] = self.adversary.prepare(round_, active)
+        plans = self._plans
         results: list[Result] = []
         for task, index, arrival in ready:
             out = task.out if task.out is not None else torch.empty_like(task.params)

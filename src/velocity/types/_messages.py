@@ -46,6 +46,9 @@ __all__ = [
     "admit",
 ]
 
+MAX_SAMPLES: Final = 2**53
+"""Largest sample count an update may claim (exact as the float64 weight it becomes)."""
+
 FailureReason = Literal["dropped", "timed_out", "rejected", "error"]
 FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 """``dropped`` (never answered: offline, crashed), ``timed_out`` (missed the deadline),
@@ -174,8 +177,17 @@ class ClientTask:
                 f"ClientTask.client_id must be a non-empty str; got {self.client_id!r}"
             )
         who = f"ClientTask({self.client_id!r})"
-        _check_count(who, "round", self.round)
+        if _check_count(who, "round", self.round) < 1:
+            raise ValidationError(f"{who}.round must be an int >= 1; got {self.round}")
         _check_count(who, "version", self.version)
+        dispatched = _optional_float(who, "dispatched_at", self.dispatched_at)
+        if dispatched is None or not math.isfinite(dispatched):
+            raise ValidationError(f"{who}.dispatched_at must be a finite float")
+        timeout = _optional_float(who, "timeout_s", self.timeout_s)
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ValidationError(
+                f"{who}.timeout_s must be None or a finite float > 0; got {self.timeout_s!r}"
+            )
         if not isinstance(self.params, Tensor) or self.params.ndim != 1:
             raise ValidationError(f"{who}.params must be a 1-D tensor")
         if self.out is not None and self.out.shape != self.params.shape:
@@ -217,10 +229,11 @@ class ClientUpdate:
     base_version : int
         The global model version the client trained from (:attr:`ClientTask.version`).
     payload : bytes, optional
-        The encoded delta (``encoding`` names the format) when ``delta`` is ``None``; a
-        server stage decodes it with checked shapes before aggregation.
+        The encoded update (``encoding`` names the format) when ``delta`` is ``None``; the
+        engine's admission step decodes it, with checked shapes, before aggregation.
     encoding : str, optional
-        Format of ``payload`` (``"safetensors"``).
+        Format of ``payload``: ``"velocity-frame"`` (JSON header + safetensors, see
+        :func:`velocity.types.encode_delta`) is the one the engine decodes.
     arrived_at : float
         Clock time the update reached the server (virtual in simulation).
 
@@ -255,7 +268,10 @@ class ClientUpdate:
                 f"{owner}.client_id must be a non-empty str; got {self.client_id!r}"
             )
         who = f"ClientUpdate({self.client_id!r})"
-        object.__setattr__(self, "num_samples", _check_count(who, "num_samples", self.num_samples))
+        samples = _check_count(who, "num_samples", self.num_samples)
+        if samples > MAX_SAMPLES:
+            raise ValidationError(f"{who}.num_samples must be <= 2**53; got {samples}")
+        object.__setattr__(self, "num_samples", samples)
         object.__setattr__(self, "round", _check_count(who, "round", self.round))
         object.__setattr__(self, "staleness", _check_count(who, "staleness", self.staleness))
         object.__setattr__(

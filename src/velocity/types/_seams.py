@@ -58,6 +58,10 @@ class Clock(ABC):
     def advance_to(self, t: float) -> None:
         """Move the clock to ``t`` (virtual clocks jump; a wall clock lets time pass)."""
 
+    def restore(self, t: float) -> None:
+        """Set the clock to a checkpoint's time (virtual clocks only; default: advance)."""
+        self.advance_to(t)
+
 
 class VirtualClock(Clock):
     """Simulated time: it moves only when the engine moves it, never backwards.
@@ -75,6 +79,9 @@ class VirtualClock(Clock):
 
     def advance_to(self, t: float) -> None:
         self._t = max(self._t, float(t))
+
+    def restore(self, t: float) -> None:
+        self._t = float(t)
 
 
 class WallClock(Clock):
@@ -240,25 +247,34 @@ class ClientStateStore:
             names.append(sorted(self._data[client]))
             for name, state in self._data[client].items():
                 for key, value in state.items():
-                    tensors[f"{i}.{name}.{key}"] = value.detach().contiguous()
-        return tensors, {"clients": ids, "last_version": dict(self.last_version)}
+                    tensors[f"{i}.{name}.{key}"] = value.detach().clone()
+        meta = {"clients": ids, "names": names, "last_version": dict(self.last_version)}
+        return tensors, meta
 
     def restore(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         """Undo :meth:`state`."""
         ids = list(meta.get("clients", []))
-        data: dict[str, dict[str, StageState]] = {}
+        names = [list(n) for n in meta.get("names", [[] for _ in ids])]
+        if len(names) != len(ids):
+            raise ValidationError("client state: one list of state names per client expected")
+        data: dict[str, dict[str, StageState]] = {
+            client: {name: {} for name in own} for client, own in zip(ids, names, strict=True)
+        }
         for flat, value in tensors.items():
-            index, name, key = _split(flat)
-            if not 0 <= index < len(ids):
-                raise ValidationError(f"client state entry {flat!r} names no client")
-            data.setdefault(ids[index], {}).setdefault(name, {})[key] = value.clone()
+            index, name, key = _split(flat, names)
+            data[ids[index]].setdefault(name, {})[key] = value.clone()
         self._data = data
         self.last_version = {str(k): int(v) for k, v in meta.get("last_version", {}).items()}
 
 
-def _split(flat: str) -> tuple[int, str, str]:
+def _split(flat: str, names: list[list[str]]) -> tuple[int, str, str]:
+    """``"<i>.<name>.<key>"`` with client ``i``'s state ``name`` known (names and keys may
+    hold dots: the longest known name wins)."""
     head, _, rest = flat.partition(".")
-    name, _, key = rest.rpartition(".")
-    if not head.isdigit() or not name or not key:
-        raise ValidationError(f"malformed client state entry {flat!r}")
-    return int(head), name, key
+    if not head.isdigit() or int(head) >= len(names):
+        raise ValidationError(f"client state entry {flat!r} names no client")
+    index = int(head)
+    for name in sorted(names[index], key=len, reverse=True):
+        if rest.startswith(name + ".") and len(rest) > len(name) + 1:
+            return index, name, rest[len(name) + 1 :]
+    raise ValidationError(f"client state entry {flat!r} names no state of client {index}")

@@ -6,13 +6,16 @@ Frame layout (all that a network transport or another process sees)::
 
 The JSON header holds the scalar fields; the safetensors part holds the tensors (the task's
 global parameters, the update's delta). Decoding is bounded and checks everything it reads:
-the magic, the lengths against ``max_bytes``, the header's keys and types, and each tensor's
-name, dtype and shape (``(d,)`` float32). It never executes code from the bytes.
+the magic, the lengths against ``max_bytes``, the header's keys (unknown ones refused) and
+types, numbers (finite, integers within ``[0, 2**53]``, no ``NaN``/``Infinity``), nesting
+depth, and each tensor's name, dtype and shape (``(d,)`` float32). Every refusal is a
+:class:`~velocity.errors.ProtocolError`; it never executes code from the bytes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
@@ -47,8 +50,25 @@ def _frame(header: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> bytes:
     return MAGIC + struct.pack("<I", len(text)) + text + body
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key appears twice in one object")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a frame may carry")
+
+
 def _unframe(
-    data: bytes, *, what: str, names: tuple[str, ...], d: int, max_bytes: int
+    data: bytes,
+    *,
+    what: str,
+    names: tuple[str, ...],
+    keys: frozenset[str],
+    d: int,
+    max_bytes: int,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"{what}: expected bytes; got {type(data).__name__}")
@@ -61,11 +81,18 @@ def _unframe(
     if size > MAX_HEADER_BYTES or 8 + size > len(data):
         raise ProtocolError(f"{what}: header length {size} is out of bounds")
     try:
-        header = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"{what}: header is not JSON ({exc})") from None
+        header = json.loads(
+            data[8 : 8 + size].decode("utf-8"),
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"{what}: header is not plain JSON ({exc})") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"{what}: header must be a JSON object")
+    unknown = sorted(set(header) - keys)
+    if unknown:
+        raise ProtocolError(f"{what}: unknown header keys {unknown}")
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -84,13 +111,59 @@ def _unframe(
     return header, tensors
 
 
+MAX_COUNT: Final = 2**53
+"""Largest integer a frame may carry (exact as a float64)."""
+
+
 def _field(header: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
     if key not in header:
         raise ProtocolError(f"{what}: header lacks {key!r}")
     value = header[key]
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         raise ProtocolError(f"{what}: header field {key!r} has the wrong type")
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_COUNT:
+        raise ProtocolError(f"{what}: header field {key!r} is out of range [0, 2**53]")
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_COUNT):
+        raise ProtocolError(f"{what}: header field {key!r} is not a finite number")
     return value
+
+
+def _number(header: Mapping[str, Any], key: str, what: str, *, positive: bool = False) -> Any:
+    """An optional finite number (``None`` allowed)."""
+    value = header.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{what}: header field {key!r} has the wrong type")
+    if not (abs(value) <= MAX_COUNT and math.isfinite(float(value))) or (positive and value <= 0):
+        raise ProtocolError(f"{what}: header field {key!r} is out of range")
+    return float(value)
+
+
+def _plain_numbers(value: object, what: str, key: str, depth: int = 0) -> None:
+    """Refuse nesting deeper than a few levels and numbers beyond :data:`MAX_COUNT`."""
+    if depth > 8:
+        raise ProtocolError(f"{what}: header field {key!r} is nested too deeply")
+    if isinstance(value, dict):
+        for item in value.values():
+            _plain_numbers(item, what, key, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_numbers(item, what, key, depth + 1)
+    elif (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not (abs(value) <= MAX_COUNT and math.isfinite(float(value)))
+    ):
+        raise ProtocolError(f"{what}: header field {key!r} holds an out-of-range number")
+
+
+_TASK_KEYS: Final = frozenset(
+    {"kind", "client_id", "round", "version", "config", "dispatched_at", "timeout_s"}
+)
+_UPDATE_KEYS: Final = frozenset(
+    {"kind", "client_id", "num_samples", "round", "base_version", "loss", "metrics", "digest"}
+)
 
 
 def _limit(d: int) -> int:
@@ -118,14 +191,17 @@ def decode_task(data: bytes, *, d: int, max_bytes: int | None = None) -> ClientT
     """Inverse of :func:`encode_task`; ``d`` is the model size the receiver expects."""
     what = "task frame"
     header, tensors = _unframe(
-        data, what=what, names=("params",), d=d, max_bytes=max_bytes or _limit(d)
+        data,
+        what=what,
+        names=("params",),
+        keys=_TASK_KEYS,
+        d=d,
+        max_bytes=max_bytes or _limit(d),
     )
     if header.get("kind") != "task":
         raise ProtocolError(f"{what}: kind is {header.get('kind')!r}, not 'task'")
     config = _field(header, "config", dict, what)
-    timeout = header.get("timeout_s")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
-        raise ProtocolError(f"{what}: header field 'timeout_s' has the wrong type")
+    _plain_numbers(config, what, "config")
     try:
         return ClientTask(
             client_id=_field(header, "client_id", str, what),
@@ -133,10 +209,10 @@ def decode_task(data: bytes, *, d: int, max_bytes: int | None = None) -> ClientT
             version=_field(header, "version", int, what),
             params=tensors["params"],
             config=TaskConfig.from_dict(config),
-            dispatched_at=float(_field(header, "dispatched_at", (int, float), what)),
-            timeout_s=None if timeout is None else float(timeout),
+            dispatched_at=_field(header, "dispatched_at", (int, float), what),
+            timeout_s=_number(header, "timeout_s", what, positive=True),
         )
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ProtocolError(f"{what}: {exc}") from None
 
 
@@ -184,16 +260,21 @@ def decode_update(data: bytes, *, d: int, max_bytes: int | None = None) -> Clien
     """Inverse of :func:`encode_update`; ``d`` is the model size the server expects."""
     what = "update frame"
     header, tensors = _unframe(
-        data, what=what, names=("delta",), d=d, max_bytes=max_bytes or _limit(d)
+        data,
+        what=what,
+        names=("delta",),
+        keys=_UPDATE_KEYS,
+        d=d,
+        max_bytes=max_bytes or _limit(d),
     )
     if header.get("kind") != "update":
         raise ProtocolError(f"{what}: kind is {header.get('kind')!r}, not 'update'")
-    loss = header.get("loss")
+    loss = _number(header, "loss", what)
     digest = header.get("digest")
-    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, int | float)):
-        raise ProtocolError(f"{what}: header field 'loss' has the wrong type")
     if digest is not None and not isinstance(digest, str):
         raise ProtocolError(f"{what}: header field 'digest' has the wrong type")
+    metrics = _field(header, "metrics", dict, what)
+    _plain_numbers(metrics, what, "metrics")
     try:
         return ClientUpdate(
             client_id=_field(header, "client_id", str, what),
@@ -201,11 +282,11 @@ def decode_update(data: bytes, *, d: int, max_bytes: int | None = None) -> Clien
             delta=tensors["delta"],
             round=_field(header, "round", int, what),
             loss=loss,
-            metrics=_field(header, "metrics", dict, what),
+            metrics=metrics,
             digest=digest,
             base_version=_field(header, "base_version", int, what),
         )
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ProtocolError(f"{what}: {exc}") from None
 
 
