@@ -102,6 +102,10 @@ class SimulatedClients(UpdateProvider):
     # ------------------------------------------------------------------ the seam
 
     def submit(self, tasks: Sequence[ClientTask]) -> None:
+        # A round dispatched again (its first attempt failed) gets its adversaries anew.
+        busy = {t.round for t in self._pending} | {r.round for r in self._done}
+        for round_ in {t.round for t in tasks} - busy:
+            self._plans.pop(round_, None)
         self._pending.extend(tasks)
 
     def cancel(self, client_ids: Collection[str]) -> None:
