@@ -232,7 +232,12 @@ def test_outputs_are_deterministic(make_result: MakeResult, tmp_path: Path) -> N
 def test_switches(make_result: MakeResult, tmp_path: Path) -> None:
     result = make_result()
     files = write_outputs(result, tmp_path / "quiet", save_plots=False, save_metrics=False)
-    assert set(files) == {"summary.json", "config.resolved.yaml", "report.html"}
+    assert set(files) == {
+        "summary.json",
+        "communication.json",  # written whenever outputs are
+        "config.resolved.yaml",
+        "report.html",
+    }
     assert not (tmp_path / "quiet" / "plots").exists()
     page = files["report.html"].read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == len(PLOTS)  # the report keeps its plots

@@ -212,3 +212,23 @@ def test_velocity_server_keeps_a_completed_round_when_its_save_fails(tmp_path: P
     with pytest.raises(ConfigurationError, match=r"round 2 completed .*disk full"):
         server.run(rounds=1)
     assert [h["round"] for h in server.history] == [1, 2]
+
+
+def test_summary_records_the_environment_and_the_seeds_model_file(tmp_path: Path) -> None:
+    import torch as _torch
+
+    config = _config(save_model=True, checkpoint_every=None)
+    result = run_experiment(config, output_dir=tmp_path, rounds=1)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    env = summary["environment"]
+    assert env["torch"] == _torch.__version__
+    assert env["torch_threads"] == _torch.get_num_threads()
+    assert {"numpy", "python", "platform", "velocityfl"} <= set(env)
+    state = _torch.load(tmp_path / "global_model.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    same = load_file(str(tmp_path / "global_model.safetensors"))
+    assert set(state) == set(same)
+    assert all(_torch.equal(state[k], same[k]) for k in state)
+    assert result.environment == env
+    assert (tmp_path / "communication.json").exists()

@@ -5,7 +5,7 @@
     <out_dir>/
       summary.json              always: headline numbers, identity (hashes), written_at
       metrics.json              save_metrics: every RoundResult
-      communication.json        save_metrics: bytes per round, totals, uploads per client
+      communication.json        always: bytes per round, totals, uploads per client
       config.resolved.yaml      always: the configuration with every default filled
       report.html               always: self-contained page (plots embedded)
       plots/*.png               save_plots: the figures of velocity.experiments.plots
@@ -78,6 +78,8 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
         "config_hash": result.config_hash,
         "final_model_digest": result.final_model_digest,
     }
+    if result.environment:
+        summary["environment"] = dict(result.environment)
     if written_at is not None:
         summary["written_at"] = written_at
     result_dict: dict[str, Any] = jsonable(summary)
@@ -170,7 +172,7 @@ def write_outputs(
     save_plots : bool
         Write ``plots/*.png``. The report embeds the plots either way.
     save_metrics : bool
-        Write ``metrics.json`` and ``communication.json``.
+        Write ``metrics.json`` (``communication.json`` is always written).
 
     Returns
     -------
@@ -204,9 +206,9 @@ def write_outputs(
     config_yaml = _config_yaml(result)
 
     put("summary.json", _json(summary))
+    put("communication.json", _json(_communication(result)))
     if save_metrics:
         put("metrics.json", _json(_metrics(result)))
-        put("communication.json", _json(_communication(result)))
     put("config.resolved.yaml", config_yaml)
     if save_plots:
         for name, png in plots.items():

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from velocity.types import RoundResult  # the one round record, owned by the bottom layer
 
-__all__ = ["RoundCallback", "RoundResult", "RunResult", "jsonable"]
+__all__ = ["RoundCallback", "RoundResult", "RunResult", "jsonable", "run_environment"]
 
 
 RoundCallback: TypeAlias = Callable[[RoundResult], None]
@@ -58,6 +58,9 @@ class RunResult:
         Wall-clock seconds of the whole run.
     final_accuracy, best_accuracy : float or None
         The last and the highest evaluated global accuracy; ``None`` if never evaluated.
+    environment : mapping
+        What bit-identical results depend on besides the config and seed: library versions,
+        the torch thread count, the platform (:func:`run_environment`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class RunResult:
     wall_time_s: float
     final_accuracy: float | None
     best_accuracy: float | None
+    environment: Mapping[str, Any] = field(default_factory=dict)
 
 
 def jsonable(value: Any) -> Any:
@@ -103,3 +107,35 @@ def jsonable(value: Any) -> Any:
     if callable(tolist):  # torch.Tensor, numpy arrays and scalars
         return jsonable(tolist())
     return str(value)
+
+
+def run_environment() -> dict[str, Any]:
+    """What a run's bit-identical result depends on besides its config and seed.
+
+    Same config, seed, machine (CPU model: its SIMD kernels), torch version, torch thread
+    count and backend give bit-identical models; the provider, the number of workers and
+    thread timing do not matter. A different ``torch_threads`` changes the order of some
+    floating-point reductions inside PyTorch (the MNIST CNN's digest differs between 1 and 2
+    threads), so it is recorded here.
+    """
+    import platform
+
+    import numpy
+    import torch
+
+    return {
+        "velocityfl": _version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+    }
+
+
+def _version() -> str:
+    from velocity import __version__
+
+    return __version__

@@ -116,7 +116,7 @@ def run_experiment(
     import warnings
 
     from velocity.experiments.outputs import write_outputs
-    from velocity.experiments.results import RunResult
+    from velocity.experiments.results import RunResult, run_environment
     from velocity.server.checkpoint import CheckpointStore
 
     start = time.perf_counter()
@@ -184,6 +184,7 @@ def run_experiment(
         wall_time_s=time.perf_counter() - start,
         final_accuracy=accs[-1] if accs else None,
         best_accuracy=max(accs) if accs else None,
+        environment=run_environment(),
     )
     write_outputs(
         result, out, save_plots=config.output.save_plots, save_metrics=config.output.save_metrics
@@ -193,6 +194,8 @@ def run_experiment(
 
         tensors = {k: v.contiguous() for k, v in engine.spec.unflatten(params).items()}
         save_file(tensors, str(out / "global_model.safetensors"))
+        # The seed's form too: a plain state dict, torch.load(path, weights_only=True).
+        torch.save({k: v.clone() for k, v in tensors.items()}, out / "global_model.pt")
     marker.unlink(missing_ok=True)
     return result
 
