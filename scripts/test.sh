@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, import-linter, pytest.
+# Set up (scripts/setup.sh) and run every check CI runs: ruff, mypy, import-linter, pytest, and
+# the built wheel in a fresh venv (scripts/check_wheel.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,3 +13,4 @@ echo "== ruff format --check"; ruff format --check src tests benchmarks
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
 echo "== pytest"; python -m pytest "$@"
+echo "== wheel"; bash scripts/check_wheel.sh
