@@ -409,6 +409,17 @@ class ExperimentConfig(_Section):
                 "simulation.partitioning: 'natural' needs a dataset that is already split by "
                 f"client ({', '.join(_NATURAL_DATASETS)}); got dataset {self.dataset!r}"
             )
+        from velocity.sim.sampling import MAX_CLIENTS, MAX_CLIENTS_PER_ROUND
+
+        if training.num_clients > MAX_CLIENTS:
+            problems.append(
+                f"training.num_clients: must be <= {MAX_CLIENTS}; got {training.num_clients}"
+            )
+        elif training.clients_per_round > MAX_CLIENTS_PER_ROUND:
+            problems.append(
+                f"training.client_fraction: {training.clients_per_round} clients per round "
+                f"exceed the limit of {MAX_CLIENTS_PER_ROUND}; lower client_fraction"
+            )
         size = _TRAIN_SIZES.get(self.dataset)
         if size is not None and training.num_clients > size:
             problems.append(
@@ -453,14 +464,14 @@ class ExperimentConfig(_Section):
         import torch
 
         from velocity.sim.adversary import SimulatedAdversary
-        from velocity.sim.population import ClientPopulation
+        from velocity.sim.population import UniformPopulation
         from velocity.sim.sampling import select_clients
         from velocity.strategies import RoundBatch
         from velocity.types import ParamSpec, StageContext
 
         training = self.training
         n = training.num_clients
-        population = ClientPopulation(torch.arange(n), torch.arange(n + 1))
+        population = UniformPopulation(n, samples=1)
         adversary = SimulatedAdversary(plan, population)
         strategy = self.strategy_obj()
         spec = ParamSpec.from_sizes({"w": 2})

@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 import torch
 from torch import Tensor
@@ -68,6 +68,10 @@ __all__ = [
 
 Evaluator = Callable[[Tensor], tuple[float, float]]
 """Maps flat global parameters to (evaluation loss, evaluation accuracy)."""
+
+MAX_ROUND_BYTES: Final = 64 * 2**30
+"""Largest ``(n, d)`` float32 stack a round may allocate (a clear error instead of the
+allocator's)."""
 
 TaskConfigFn = Callable[[str, int], TaskConfig]
 """``(client_id, round) -> TaskConfig``: per-client settings of a round's task."""
@@ -377,6 +381,13 @@ class RoundEngine:
         ) -> list[ClientTask]:
             if len(set(ids)) != len(ids):
                 raise ValidationError(f"round {round_}: the sampler named a client twice")
+            need = 4 * len(ids) * self.spec.d
+            if rows and need > MAX_ROUND_BYTES:
+                raise ConfigurationError(
+                    f"round {round_}: {len(ids)} clients x {self.spec.d} parameters need "
+                    f"{need / 2**30:.1f} GiB of float32 update rows; the limit is "
+                    f"{MAX_ROUND_BYTES / 2**30:.0f} GiB (sample fewer clients per round)"
+                )
             stack = self._stack.rows(len(ids)) if rows else None
             now = self.clock.now()
             return [

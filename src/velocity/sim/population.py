@@ -9,7 +9,13 @@ from torch import Tensor
 
 from velocity.errors import ConfigurationError, ValidationError
 
-__all__ = ["ClientPopulation", "Population", "VirtualPopulation", "client_index"]
+__all__ = [
+    "ClientPopulation",
+    "Population",
+    "UniformPopulation",
+    "VirtualPopulation",
+    "client_index",
+]
 
 
 class Population(Protocol):
@@ -145,6 +151,52 @@ class VirtualPopulation:
 
     def sizes(self) -> Tensor:
         return torch.full((self._num_clients,), self._spc, dtype=torch.int64)
+
+
+class UniformPopulation:
+    """``num_clients`` clients of ``samples`` notional examples each, with no arrays at all.
+
+    Client ``i`` owns examples ``i·samples … (i+1)·samples − 1`` of a virtual index space, so
+    a population of a billion clients costs nothing until some of them are sampled (the
+    synthetic quadratic federation of ``VelocityServer(layer_shapes=...)`` uses it).
+
+    >>> pop = UniformPopulation(1_000_000_000, samples=100)
+    >>> pop.client_id(7)[-3:], pop.num_samples(7), pop.indices(1).tolist()[:3]
+    ('007', 100, [100, 101, 102])
+    """
+
+    def __init__(self, num_clients: int, *, samples: int) -> None:
+        if num_clients < 1 or samples < 0:
+            raise ConfigurationError(
+                "UniformPopulation needs num_clients >= 1 and samples >= 0; got "
+                f"{num_clients}, {samples}"
+            )
+        self._num_clients = num_clients
+        self._samples = samples
+        self._width = len(str(num_clients - 1))
+
+    @property
+    def num_clients(self) -> int:
+        return self._num_clients
+
+    def client_id(self, index: int) -> str:
+        return f"client-{index:0{self._width}d}"
+
+    def index_of(self, client_id: str) -> int:
+        """Inverse of :meth:`client_id`."""
+        index = client_index(client_id)
+        if not 0 <= index < self._num_clients:
+            raise ValidationError(f"unknown client id {client_id!r}")
+        return index
+
+    def indices(self, index: int) -> Tensor:
+        return torch.arange(index * self._samples, (index + 1) * self._samples)
+
+    def num_samples(self, index: int) -> int:
+        return self._samples
+
+    def sizes(self) -> Tensor:
+        return torch.full((self._num_clients,), self._samples, dtype=torch.int64)
 
 
 def client_index(client_id: str) -> int:

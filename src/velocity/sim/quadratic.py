@@ -9,7 +9,7 @@ from torch import Tensor
 
 from velocity._random import torch_generator
 from velocity.errors import ConfigurationError
-from velocity.sim.population import ClientPopulation
+from velocity.sim.population import UniformPopulation
 from velocity.sim.provider import ClientWork, SimulatedClients
 from velocity.types import ClientUpdate
 
@@ -48,9 +48,8 @@ class QuadraticClients(SimulatedClients):
         dropout_rate: float = 0.0,
         adversary: SimulatedAdversary | None = None,
     ) -> None:
-        offsets = torch.arange(num_clients + 1, dtype=torch.int64) * samples
         super().__init__(
-            ClientPopulation(torch.arange(int(offsets[-1])), offsets),
+            UniformPopulation(num_clients, samples=samples),
             seed=seed,
             dropout_rate=dropout_rate,
             adversary=adversary,

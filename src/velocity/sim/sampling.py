@@ -19,7 +19,26 @@ from velocity.errors import ConfigurationError
 if TYPE_CHECKING:
     from velocity.sim.population import Population
 
-__all__ = ["DropoutModel", "FractionSampler", "StragglerModel", "select_clients"]
+__all__ = [
+    "MAX_CLIENTS",
+    "MAX_CLIENTS_PER_ROUND",
+    "DropoutModel",
+    "FractionSampler",
+    "StragglerModel",
+    "clients_per_round",
+    "select_clients",
+]
+
+MAX_CLIENTS = 10**9
+"""Largest registered population (lazy populations make it cost nothing until sampled)."""
+
+MAX_CLIENTS_PER_ROUND = 10**6
+"""Most clients one round may select (each gets a task and a row of the round's stack)."""
+
+
+def clients_per_round(num_clients: int, fraction: float, min_clients: int) -> int:
+    """``min(N, max(min_clients, 1, ⌊fraction · N⌋))``: how many clients a round selects."""
+    return min(num_clients, max(min_clients, 1, math.floor(fraction * num_clients + 1e-9)))
 
 
 def select_clients(
@@ -32,7 +51,7 @@ def select_clients(
     """
     if not 0.0 < fraction <= 1.0:
         raise ConfigurationError(f"client_fraction must be in (0, 1]; got {fraction}")
-    k = min(num_clients, max(min_clients, 1, math.floor(fraction * num_clients + 1e-9)))
+    k = clients_per_round(num_clients, fraction, min_clients)
     if k == num_clients:
         return np.arange(num_clients)
     rng = numpy_rng(seed, round_, "select")
@@ -116,6 +135,15 @@ class FractionSampler:
             raise ConfigurationError(f"client_fraction must be in (0, 1]; got {self.fraction}")
         if self.min_clients < 1:
             raise ConfigurationError(f"min_clients must be >= 1; got {self.min_clients}")
+        n = self.population.num_clients
+        if n > MAX_CLIENTS:
+            raise ConfigurationError(f"num_clients must be <= {MAX_CLIENTS}; got {n}")
+        k = clients_per_round(n, self.fraction, self.min_clients)
+        if k > MAX_CLIENTS_PER_ROUND:
+            raise ConfigurationError(
+                f"{k} clients per round (client_fraction={self.fraction} of {n}) exceed the "
+                f"limit of {MAX_CLIENTS_PER_ROUND}; lower client_fraction"
+            )
 
     def sample(self, round_: int) -> list[str]:
         picked = select_clients(
