@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,49 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     verbose = capsys.readouterr().out
     assert "torch " in verbose
     assert "python " in verbose
+
+
+def test_version_flag_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import velocity
+
+    assert cli.main(["--version"]) == cli.EXIT_OK
+    assert capsys.readouterr().out == f"velocityfl {velocity.__version__}\n"
+    # a global option: accepted after a command too (before its required options)
+    assert cli.main(["run", "--version"]) == cli.EXIT_OK
+    assert capsys.readouterr().out == f"velocityfl {velocity.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["run", "--config", "x.yaml"], False),
+        (["-v", "run", "--config", "x.yaml"], True),
+        (["run", "--config", "x.yaml", "-v"], True),
+        (["run", "--verbose", "--config", "x.yaml"], True),
+        (["bench", "robustness", "--config", "g.yaml", "-v"], True),
+        (["bench", "-v", "robustness", "--config", "g.yaml"], True),
+        (["--verbose", "bench", "robustness", "--config", "g.yaml"], True),
+        (["strategies", "--json", "-v"], True),
+        (["version"], False),
+    ],
+)
+def test_global_options_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    args = cli.build_parser().parse_args(argv)
+    assert args.verbose is verbose
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_after_the_command_shows_the_traceback(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    run = ["run", "--config", missing]
+    assert cli.main(["-v", *run] if where == "before" else [*run, "-v"]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.endswith(f"velocity: configuration error: configuration file not found: {missing}\n")
+    assert cli.main(run) == cli.EXIT_CONFIG
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

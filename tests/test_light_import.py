@@ -26,6 +26,8 @@ HELP_ARGVS = [
     [],
     ["run"],
     ["validate-config"],
+    ["schema"],
+    ["new"],
     ["strategies"],
     ["attacks"],
     ["backends"],
@@ -116,6 +118,20 @@ def test_help_does_not_import_torch() -> None:
         """
     )
     assert "usage: velocity run" in out.stdout
+    assert _loaded(out.stderr) == []
+
+
+def test_version_flag_does_not_import_torch() -> None:
+    out = _python(
+        f"""
+        import sys
+        from velocity import cli
+        for argv in (["--version"], ["run", "--version"]):
+            assert cli.main(argv) == 0, argv
+        print(*[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)
+        """
+    )
+    assert out.stdout.splitlines() == [f"velocityfl {velocity.__version__}"] * 2
     assert _loaded(out.stderr) == []
 
 

@@ -2,12 +2,18 @@
 
 ::
 
-    velocity [-v] run --config PATH [--output-dir DIR] [--rounds N] [--seed S] [--no-progress]
-    velocity [-v] validate-config PATH  check a configuration file without running it
-    velocity [-v] strategies [--json]   list every registered strategy stage
-    velocity [-v] attacks [--json]      list every attack
-    velocity [-v] backends [--json]     list every client backend (where simulated clients run)
-    velocity [-v] version               print the installed version
+    velocity run --config PATH [--output-dir DIR] [--rounds N] [--seed S] [--no-progress]
+    velocity validate-config PATH   check a configuration file without running it
+    velocity schema [--output PATH] the configuration's JSON Schema (editor completion)
+    velocity new NAME [--dir DIR]   a new project: custom model and data, tests, a config
+    velocity strategies [--json]    list every registered strategy stage
+    velocity attacks [--json]       list every attack
+    velocity backends [--json]      list every client backend (where simulated clients run)
+    velocity version                print the installed version
+    velocity --version              print ``velocityfl VERSION`` and exit
+
+The global options (``-v/--verbose``, ``--version``) are accepted before or after the command:
+``velocity -v run ...`` and ``velocity run ... -v`` are the same.
 
 Exit codes: ``0`` success, ``1`` runtime error, ``2`` usage or configuration error,
 ``130`` interrupted.
@@ -30,6 +36,8 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
+
+from velocity import __version__
 
 __all__ = [
     "EXIT_CONFIG",
@@ -190,6 +198,88 @@ def _cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
 
     config = load_config(args.path)  # InvalidConfigError -> exit 2, one line per problem
     out.write(f"valid: {config.name} ({config.config_hash()[:12]})\n")
+    return EXIT_OK
+
+
+#: The JSON Schema dialect pydantic writes.
+_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _config_schema() -> dict[str, Any]:
+    """The JSON Schema of an experiment configuration file (``ExperimentConfig``).
+
+    pydantic's schema, with a ``$schema`` dialect key, a title, and the fields that pydantic
+    describes as "anything" (their validators are code) given their shape, so an editor can
+    complete and check them: ``model_id`` lists the models, ``strategy`` is a name, a mapping
+    with ``type`` or a list of stages, and each attack is a mapping with ``type``.
+    """
+    from velocity.experiments.config import MODEL_IDS, ExperimentConfig
+
+    body = ExperimentConfig.model_json_schema()
+    for key in ("$schema", "title", "description"):
+        body.pop(key, None)
+    properties = body["properties"]
+    properties["model_id"]["enum"] = list(MODEL_IDS)
+    properties["strategy"].update(
+        description=(
+            "a strategy name (`velocity strategies` lists them), a mapping with a 'type' key "
+            "and its parameters, or a list of such stages"
+        ),
+        anyOf=[
+            {"type": "string"},
+            {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+            {"type": "array", "minItems": 1},
+        ],
+    )
+    properties["attacks"]["items"] = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string"}},
+        "description": "an attack (`velocity attacks` lists them): {type: NAME, <params>, "
+        "fraction | clients, start_round, end_round}",
+    }
+    return {
+        "$schema": _SCHEMA_DIALECT,
+        "title": "VelocityFL experiment configuration",
+        "description": (
+            "A YAML file for `velocity run --config FILE` and `velocity validate-config FILE`; "
+            "every field is described in docs/configuration.md."
+        ),
+        **body,
+    }
+
+
+def _cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    text = json.dumps(_config_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        out.write(text)
+        return EXIT_OK
+    from pathlib import Path
+
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(f"schema: {args.output}", file=out)
+    return EXIT_OK
+
+
+def _cmd_new(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.experiments.scaffold import create_project, package_name
+
+    project = create_project(args.name, args.dir)
+    files = sorted(p for p in project.rglob("*") if p.is_file())
+    print(f"created {project} ({len(files)} files):", file=out)
+    for path in files:
+        print(f"  {path.relative_to(project).as_posix()}", file=out)
+    steps = [
+        (f"cd {project}", ""),
+        ("pip install -e .", "velocityfl and torch, if not installed"),
+        (f"python -m {package_name(args.name)}.run", "your model on your data, 5 rounds"),
+        ("python -m pytest", "the project's tests"),
+        ("velocity run --config config.yaml", "a built-in experiment"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    print("next:", file=out)
+    for command, note in steps:
+        print(f"  {command:<{width}}  # {note}" if note else f"  {command}", file=out)
     return EXIT_OK
 
 
@@ -378,6 +468,33 @@ def _package_version() -> str:
 _Command = Callable[[argparse.Namespace, TextIO], int]
 
 
+def _global_options(*, top: bool) -> argparse.ArgumentParser:
+    """The global options, as a parent parser: the one definition of each.
+
+    The top-level parser takes them with their defaults (``top=True``); every command and
+    sub-command takes them too, with ``default=SUPPRESS``, so ``velocity run ... -v`` sets
+    ``verbose`` while an absent flag leaves the top-level value (``velocity -v run ...``)
+    alone. argparse copies a sub-parser's namespace over the top-level one, so a real
+    default there would undo a flag given before the command.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="more output; show full tracebacks on errors",
+    )
+    group.add_argument(
+        "--version",
+        action="version",
+        version=f"{_DISTRIBUTION} {__version__}",
+        help=f"print '{_DISTRIBUTION} VERSION' and exit",
+    )
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation tools and tests)."""
     parser = argparse.ArgumentParser(
@@ -385,18 +502,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="VelocityFL: fast, robust, reproducible federated learning.",
         epilog=(
             "Exit codes: 0 success, 1 runtime error, 2 usage or configuration error, "
-            "130 interrupted."
+            "130 interrupted. Global options may also follow the command: "
+            "velocity run --config FILE -v."
         ),
+        parents=[_global_options(top=True)],
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="more output; show full tracebacks on errors",
-    )
+    # Every command's parser gets the global options (see _global_options).
+    command_options = [_global_options(top=False)]
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser(
+    def add_command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        return group.add_parser(name, parents=command_options, **kwargs)
+
+    run = add_command(
+        commands,
         "run",
         help="run an experiment from a YAML configuration",
         description=(
@@ -426,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_cmd_run)
 
-    validate = commands.add_parser(
+    validate = add_command(
+        commands,
         "validate-config",
         help="check a YAML configuration without running it",
         description=(
@@ -437,7 +559,42 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", metavar="PATH", help="the YAML configuration")
     validate.set_defaults(handler=_cmd_validate_config)
 
-    strategies = commands.add_parser(
+    schema = add_command(
+        commands,
+        "schema",
+        help="print the JSON Schema of a configuration file (editor completion)",
+        description=(
+            "Write the JSON Schema (draft 2020-12) of an experiment configuration to stdout or "
+            "--output. Point an editor at it for completion and checking, e.g. VS Code's YAML "
+            "extension with a first line '# yaml-language-server: $schema=velocity.schema.json' "
+            "in the configuration (docs/cli.md)."
+        ),
+    )
+    schema.add_argument("--output", metavar="PATH", help="write the schema to PATH")
+    schema.set_defaults(handler=_cmd_schema)
+
+    new = add_command(
+        commands,
+        "new",
+        help="create a project skeleton: your own model and data, tests, a config",
+        description=(
+            "Create DIR/NAME/ with a README, a pyproject.toml, a package (model.py: a custom "
+            "torch.nn.Module; data.py: a custom dataset, generated offline; run.py: the "
+            "federation over them), config.yaml (a built-in experiment for velocity run) and "
+            "tests/. Refuses an existing non-empty directory."
+        ),
+    )
+    new.add_argument(
+        "name",
+        metavar="NAME",
+        help="project name: a letter, then letters, digits, '_' or '-' (the package is NAME "
+        "in lower case with '-' as '_')",
+    )
+    new.add_argument("--dir", default=".", metavar="DIR", help="where to create NAME/ (default: .)")
+    new.set_defaults(handler=_cmd_new)
+
+    strategies = add_command(
+        commands,
         "strategies",
         help="list the available aggregation strategies and stages",
         description="List every registered strategy stage: name, kind, parameters, summary.",
@@ -445,7 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     strategies.add_argument("--json", action="store_true", help="print JSON instead of a table")
     strategies.set_defaults(handler=_cmd_strategies)
 
-    attacks = commands.add_parser(
+    attacks = add_command(
+        commands,
         "attacks",
         help="list the available attacks",
         description=(
@@ -456,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     attacks.add_argument("--json", action="store_true", help="print JSON instead of a table")
     attacks.set_defaults(handler=_cmd_attacks)
 
-    backends = commands.add_parser(
+    backends = add_command(
+        commands,
         "backends",
         help="list the available client backends",
         description=(
@@ -467,13 +626,15 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
     backends.set_defaults(handler=_cmd_backends)
 
-    bench = commands.add_parser(
+    bench = add_command(
+        commands,
         "bench",
         help="benchmarks that run federations (robustness grid)",
         description="Benchmarks that run whole federations.",
     )
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    robustness = benches.add_parser(
+    robustness = add_command(
+        benches,
         "robustness",
         help="every attack against every defence on one federation",
         description=(
@@ -490,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     robustness.set_defaults(handler=_cmd_bench_robustness)
 
-    version = commands.add_parser(
+    version = add_command(
+        commands,
         "version",
         help="print the installed version",
         description="Print the installed VelocityFL version (with -v: python, torch, numpy).",

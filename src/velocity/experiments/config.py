@@ -12,6 +12,7 @@ and the values it accepts)::
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
     backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
+    tracking:     tensorboard, mlflow, dir   (optional; the ``tracking`` extra)
 
 Every section is a pydantic model with ``extra="forbid"`` (a misspelt key is an error that
 lists the accepted keys) and ``frozen=True``. Types are strict: an integer field does not take
@@ -76,6 +77,7 @@ __all__ = [
     "PrivacyConfig",
     "SimulationConfig",
     "StragglerConfig",
+    "TrackingConfig",
     "TrainingConfig",
     "load_config",
     "parse_config",
@@ -305,6 +307,21 @@ class OutputConfig(_Section):
     checkpoint_every: int | None = Field(default=None, ge=1)
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking: per-round metrics to TensorBoard and/or MLflow (both off).
+
+    ``tensorboard: true`` writes event files to ``<dir>/tensorboard/<name>/``; ``mlflow:
+    true`` logs a run (the resolved configuration as params, the metrics per round) to the
+    local MLflow file store ``<dir>/mlruns`` under the experiment ``<name>``. ``dir`` defaults
+    to ``<run dir>/tracking``. Each needs its package (``pip install 'velocityfl[tracking]'``);
+    see :mod:`velocity.experiments.tracking`. Tracking does not change the run's rounds.
+    """
+
+    tensorboard: bool = False
+    mlflow: bool = False
+    dir: str | None = Field(default=None, min_length=1)
+
+
 # ---------------------------------------------------------------------- the experiment
 
 StrategySpec = str | dict[str, Any] | list[Any]
@@ -334,6 +351,7 @@ class ExperimentConfig(_Section):
     attacks: list[Any] = Field(default_factory=list)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("name")
     @classmethod
@@ -552,11 +570,12 @@ class ExperimentConfig(_Section):
 
     def trajectory_hash(self) -> str:
         """SHA-256 of what determines the model after each round: :meth:`resolved` without the
-        ``output`` section and ``training.num_rounds`` (where a run stops and what it writes
-        do not change its rounds). Checkpoints carry it, so resume can continue a run for
-        more rounds but never load another run's state."""
+        ``output`` and ``tracking`` sections and ``training.num_rounds`` (where a run stops,
+        what it writes and where it logs do not change its rounds). Checkpoints carry it, so
+        resume can continue a run for more rounds but never load another run's state."""
         data = self.resolved()
         data.pop("output", None)
+        data.pop("tracking", None)
         data["training"].pop("num_rounds", None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -112,11 +112,16 @@ def run_experiment(
     a run is in progress ``RUNNING.json`` marks the directory; it is removed when the run
     completes, so a marker left behind says the run was interrupted (``velocity run
     --resume`` continues it). The directory's writability is checked before training.
+
+    With ``tracking.tensorboard`` / ``tracking.mlflow`` on, every round is also logged to
+    TensorBoard / MLflow (:mod:`velocity.experiments.tracking`); a missing library is
+    refused before anything is built.
     """
     import warnings
 
     from velocity.experiments.outputs import write_outputs
     from velocity.experiments.results import RunResult, run_environment
+    from velocity.experiments.tracking import close_trackers, open_trackers, require_trackers
     from velocity.server.checkpoint import CheckpointStore
 
     start = time.perf_counter()
@@ -140,6 +145,7 @@ def run_experiment(
         from velocity.server.checkpoint import check_identity
 
         check_identity(str(ckpt_dir), store.identity(), identity)
+    require_trackers(config.tracking)  # a missing tracking library: refused before anything
     # Build first (data, model): a refused or failing run leaves no directory behind.
     federation = build_simulation(config, seed=seed)
     engine = federation.engine
@@ -164,7 +170,14 @@ def run_experiment(
         if on_round is not None:
             on_round(result)
 
-    engine.run(max(0, total - engine.round), on_round=after_round)
+    trackers = open_trackers(config, out, start_round=engine.round)
+    engine.callbacks.extend(trackers)
+    try:
+        engine.run(max(0, total - engine.round), on_round=after_round)
+    except BaseException:
+        close_trackers(trackers, failed=True)
+        raise
+    close_trackers(trackers)
     records = tuple(engine.results)
     accs = [r.global_accuracy for r in records if r.global_accuracy is not None]
     params = engine.global_params

@@ -45,6 +45,8 @@ class CheckpointWarning(UserWarning):
 class CheckpointStore:
     """Checkpoints of one run (see the module docstring).
 
+    Examples
+    --------
     >>> store = CheckpointStore("memory://doctest-ckpt")
     >>> import torch
     >>> store.save(1, {"w": torch.ones(2)}, {"round": 1, "results": [{"round": 1}]})
