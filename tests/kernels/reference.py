@@ -395,10 +395,6 @@ def clip(x: ArrayLike, threshold: float = 2.0) -> Array:
     a = _rows(x)
     out = np.zeros_like(a)
     for i, row in enumerate(a):
-        if any(math.isinf(v) for v in row):
-            direction = np.array([math.copysign(1.0, v) if math.isinf(v) else 0.0 for v in row])
-            out[i] = threshold * direction / _norm(direction)
-            continue
         nrm = _norm(row)
         out[i] = row * (min(1.0, threshold / nrm) if nrm > 0 else 1.0)
     return out

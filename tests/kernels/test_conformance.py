@@ -3,12 +3,18 @@
 Each registered rule is checked for the contract every kernel shares (docs/kernels.md):
 output shape/dtype/device, float16/bfloat16 computed in float32 and cast back, inputs never
 modified, global random state untouched, determinism, permutation invariance (aggregators) or
-equivariance (pre-aggregators) where the rule is symmetric, robust rules ignoring weights, and
-``ValidationError`` (a ``ValueError``) naming the numbers for invalid n/f and bad inputs.
+equivariance (pre-aggregators) where the rule is symmetric, robust rules ignoring weights,
+``ValidationError`` (a ``ValueError``) naming the numbers for invalid n/f and bad inputs, and
+the one non-finite-row policy (docs/kernels.md): k rows holding NaN or ±inf are dropped and
+count against f — the result is the rule on the n − k finite rows with f − k, bit for bit —
+and k > f (rules with f) or k = n (every rule) raises ``ValidationError`` naming the rule and
+the counts.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +23,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from velocity import kernels as K
+from velocity import strategies as S
 from velocity.errors import ValidationError
 
 N, D = 11, 7
@@ -37,6 +47,13 @@ class Rule:
     # (n, settings, numbers the message must name) for row counts too small for the settings
     too_few: tuple[tuple[int, dict[str, Any], tuple[int, ...]], ...] = ()
     takes_f: bool = False
+    policy: bool = True  # follows the non-finite-row policy (all but mean's "propagate")
+
+    @property
+    def f(self) -> int | None:
+        """The Byzantine budget the rule is called with (None for rules without f)."""
+        f = self.params().get("f")
+        return None if f is None else int(f)
 
     @property
     def fn(self) -> Callable[..., Any]:
@@ -56,7 +73,13 @@ def _f(f: int, **more: Any) -> Callable[[], dict[str, Any]]:
 
 RULES: list[Rule] = [
     Rule("mean", "mean", uses_weights=True),
-    Rule("mean-propagate", "mean", lambda: {"nonfinite": "propagate"}, uses_weights=True),
+    Rule(
+        "mean-propagate",
+        "mean",
+        lambda: {"nonfinite": "propagate"},
+        uses_weights=True,
+        policy=False,
+    ),
     Rule("median", "median"),
     Rule("trimmed_mean", "trimmed_mean", _f(2), too_few=((6, {"f": 3}, (6, 3)),), takes_f=True),
     Rule("meamed", "meamed", _f(2), too_few=((6, {"f": 3}, (6, 3)),), takes_f=True),
@@ -429,3 +452,256 @@ def test_registry_covers_every_rule() -> None:
     assert {r.name for r in RULES} == _ALL_KERNELS | listed
     for name in _ALL_KERNELS | set(UTILITIES):
         assert callable(getattr(K, name)), name
+
+
+def test_policy_covers_every_rule() -> None:
+    """Every registered aggregator and pre-aggregator is checked against the non-finite-row
+    policy, and every rule with a Byzantine budget is checked with k <= f and k > f."""
+    listed = set(K.AGGREGATORS) | set(K.PRE_AGGREGATORS)
+    assert {r.name for r in POLICY_RULES} == listed
+    with_f = {r.name for r in POLICY_RULES if r.f is not None}
+    assert with_f == {n for n in listed if "f" in inspect.signature(getattr(K, n)).parameters}
+    assert all(r.f is not None and r.f >= 1 for r in POLICY_RULES if r.name in with_f)
+
+
+# ---------------------------------------------------------------- the non-finite-row policy
+
+POLICY_RULES = [r for r in RULES if r.policy]
+BAD_VALUES = (math.nan, math.inf, -math.inf)
+TRUSTED = 3  # MoNNA's reference row (trusted, so never made non-finite here)
+
+# (rows, kind per row, whole row or one entry per row): NaN, +inf and -inf mixed
+BAD_GRID: list[tuple[tuple[int, ...], tuple[float, ...], bool]] = [
+    ((5,), (math.nan,), True),
+    ((0,), (math.inf,), False),
+    ((1, 9), (-math.inf, math.nan), False),
+    ((0, 10), (math.inf, -math.inf), True),
+    ((2, 4, 6), (math.nan, math.inf, -math.inf), False),
+    ((0, 1, 2, 4, 5, 6, 7, 8, 9, 10), (math.nan, math.inf, -math.inf) * 3 + (math.nan,), True),
+]
+
+
+def _poison(
+    x: torch.Tensor, rows: tuple[int, ...], kinds: tuple[float, ...], whole: bool
+) -> torch.Tensor:
+    """``x`` with ``rows`` made non-finite (kinds cycled), whole or in one entry each."""
+    bad = x.clone()
+    for j, i in enumerate(rows):
+        value = kinds[j % len(kinds)]
+        if whole:
+            bad[i] = value
+        else:
+            bad[i, (i + j) % bad.shape[1]] = value  # one entry is enough
+    return bad
+
+
+def _settings_on_finite(rule: Rule, keep: list[int]) -> dict[str, Any]:
+    """The rule's settings for the finite rows ``keep``: f − k, the trusted row renumbered."""
+    settings = rule.params()
+    k = N - len(keep)
+    if rule.f is not None:
+        settings["f"] = rule.f - k
+    if "reference_index" in settings:
+        settings["reference_index"] = keep.index(settings["reference_index"])
+    return settings
+
+
+def _assert_same(got: Any, expected: Any) -> None:
+    if isinstance(expected, tuple):
+        assert torch.equal(got[0], expected[0])
+        assert (got[1] is None) == (expected[1] is None)
+        if expected[1] is not None:
+            assert torch.equal(got[1], expected[1])
+    else:
+        assert torch.equal(got, expected)
+
+
+def _check_policy(rule: Rule, x: torch.Tensor, w: torch.Tensor, rows: tuple[int, ...]) -> None:
+    """The policy for one input whose ``rows`` are non-finite (each in some entry)."""
+    k = len(rows)
+    keep = [i for i in range(N) if i not in rows]
+    if k == N or (rule.f is not None and k > rule.f):
+        with pytest.raises(ValidationError) as info:
+            rule(x, weights=w)
+        message = str(info.value)
+        assert message.startswith(f"{rule.name}: "), message
+        _numbers_in(message, (N,) if k == N else (k, rule.f or 0))
+        return
+    got = rule(x, weights=w)
+    idx = torch.tensor(keep)
+    expected = rule.fn(x[idx], weights=w[idx], **_settings_on_finite(rule, keep))
+    _assert_same(got, expected)
+    assert bool(torch.isfinite(_rows_out(got).float()).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("case", range(len(BAD_GRID)))
+@pytest.mark.parametrize("rule", POLICY_RULES, ids=lambda r: r.id)
+def test_nonfinite_rows_are_dropped_and_counted(rule: Rule, case: int, dtype: torch.dtype) -> None:
+    """k <= f (or k < n): the rule on the finite rows with f − k, bit for bit, and finite;
+    k > f (or k = n): ValidationError naming the rule and the counts."""
+    rows, kinds, whole = BAD_GRID[case]
+    x, w = _data(dtype, seed=case)
+    _check_policy(rule, _poison(x, rows, kinds, whole), w, rows)
+
+
+@pytest.mark.parametrize("rule", POLICY_RULES, ids=lambda r: r.id)
+def test_every_row_nonfinite_raises(rule: Rule) -> None:
+    for value in BAD_VALUES:
+        x = torch.full((N, D), value, dtype=torch.float64)
+        with pytest.raises(ValidationError, match=rf"^{rule.name}: all {N} rows are non-finite"):
+            rule(x)
+
+
+@pytest.mark.parametrize("rule", [r for r in POLICY_RULES if r.f is not None], ids=lambda r: r.id)
+def test_one_more_nonfinite_row_than_f_raises(rule: Rule) -> None:
+    assert rule.f is not None
+    rows = tuple(i for i in range(N) if i != TRUSTED)[: rule.f + 1]
+    x, w = _data()
+    x = _poison(x, rows, (math.inf, -math.inf, math.nan), False)
+    with pytest.raises(ValidationError) as info:
+        rule(x, weights=w)
+    assert str(info.value) == f"{rule.name}: {rule.f + 1} non-finite rows exceed f={rule.f} (n={N})"
+
+
+@st.composite
+def _poisoned(draw: st.DrawFn) -> tuple[int, tuple[int, ...], tuple[float, ...], bool]:
+    rows = draw(
+        st.lists(st.sampled_from([i for i in range(N) if i != TRUSTED]), unique=True, max_size=N)
+    )
+    kinds = tuple(draw(st.sampled_from(BAD_VALUES)) for _ in rows)
+    return draw(st.integers(0, 2**16)), tuple(sorted(rows)), kinds, draw(st.booleans())
+
+
+@pytest.mark.parametrize("rule", POLICY_RULES, ids=lambda r: r.id)
+@hypothesis_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_poisoned(), dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_nonfinite_input_never_passes_as_a_finite_answer(
+    rule: Rule, case: tuple[int, tuple[int, ...], tuple[float, ...], bool], dtype: torch.dtype
+) -> None:
+    """Any set of non-finite rows, any mix of NaN/±inf, whole rows or single entries: the
+    result is the rule on the finite rows (bit for bit) or a ValidationError, never a finite
+    vector computed from non-finite input."""
+    seed, rows, kinds, whole = case
+    x, w = _data(dtype, seed=seed)
+    _check_policy(rule, _poison(x, rows, kinds, whole), w, rows)
+
+
+_COORDINATEWISE = {"median", "trimmed_mean", "meamed"}
+
+
+@pytest.mark.parametrize(
+    "rule", [r for r in POLICY_RULES if r.name in _COORDINATEWISE], ids=lambda r: r.id
+)
+def test_policy_on_the_torch_sort_path(rule: Rule, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinate-wise engine's torch-sorted path (CUDA's) detects non-finite input too."""
+    from velocity.kernels import _coordinate
+
+    monkeypatch.setattr(_coordinate, "_numpy_sortable", lambda x: False)
+    for case, (rows, kinds, whole) in enumerate(BAD_GRID):
+        x, w = _data(torch.float32, seed=case)
+        _check_policy(rule, _poison(x, rows, kinds, whole), w, rows)
+
+
+def test_mean_propagate_keeps_nonfinite_rows() -> None:
+    """The one documented exception: ``mean(nonfinite="propagate")`` keeps them."""
+    x, _ = _data()
+    x[4, 2] = math.nan
+    assert bool(torch.isnan(K.mean(x, nonfinite="propagate")[2]))
+
+
+def test_finite_rows_are_not_copied() -> None:
+    """All rows finite (the common case): the check makes no copy of the stack."""
+    from velocity.kernels._checks import drop_nonfinite
+
+    x, _ = _data()
+    kept = drop_nonfinite(x, "test", 2)
+    assert kept.x is x
+    assert kept.keep is None
+    assert kept.f == 2
+    out, _ = K.clip(x, threshold=1e9, inplace=True)
+    assert out.data_ptr() == x.data_ptr()  # the same storage, rewritten in place
+
+
+def test_reported_examples() -> None:
+    """The cases that leaked before: Multi-Krum f=1 with 2 of 7 rows inf returned inf; the
+    median ranked NaN as the largest value."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    x[[2, 5]] = math.inf
+    with pytest.raises(ValidationError, match=r"^multi_krum: 2 non-finite rows exceed f=1"):
+        K.multi_krum(x, f=1)
+    keep = torch.tensor([0, 1, 3, 4, 6])
+    assert torch.equal(K.multi_krum(x, f=2), K.multi_krum(x[keep], f=0))
+    y = torch.tensor([[1.0], [2.0], [math.nan], [3.0]])
+    assert K.median(y).tolist() == [2.0]
+
+
+# ---------------------------------------------------------------- the strategies pass it through
+
+
+def _bad_rows(rows: tuple[int, ...], n: int = 12, seed: int = 5) -> torch.Tensor:
+    x = torch.randn(n, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return _poison(x, rows, BAD_VALUES, True)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kernel"),
+    [
+        (S.FedAvg(), lambda x, w, k: K.mean(x, w)),
+        (S.FedMedian(), lambda x, w, k: K.median(x)),
+        (S.TrimmedMean(k=3), lambda x, w, k: K.trimmed_mean(x, f=3 - k)),
+        (S.Krum(f=3), lambda x, w, k: K.krum(x, f=3 - k)),
+        (S.MultiKrum(f=3), lambda x, w, k: K.multi_krum(x, f=3 - k)),
+        (S.GeometricMedian(), lambda x, w, k: K.geometric_median(x, w)),
+        (S.CAF(f=3), lambda x, w, k: K.caf(x, f=3 - k)),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_strategies_report_the_dropped_rows(strategy: Any, kernel: Any) -> None:
+    rows = (2, 7)
+    x, w = _bad_rows(rows), torch.arange(1.0, 13.0, dtype=torch.float64)
+    keep = torch.tensor([i for i in range(12) if i not in rows])
+    result = strategy.aggregate(x, w)
+    assert result.metrics["dropped_nonfinite"] == [2, 7]
+    assert torch.equal(result.update, kernel(x[keep], w[keep], 2))
+
+
+def test_pipeline_counts_rows_dropped_upstream_against_f() -> None:
+    """Rows a pre-aggregator dropped are among the f faulty clients of every later stage, so a
+    no-op pre-aggregator changes nothing and the budget is enforced across the pipeline."""
+    x = _bad_rows((0, 5))
+    keep = torch.tensor([i for i in range(12) if i not in (0, 5)])
+    cases: list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]] = [
+        (S.Krum(f=3), lambda r: K.krum(r, f=1)),
+        (S.TrimmedMean(k=2), lambda r: K.trimmed_mean(r, f=0)),
+        (S.MultiKrum(f=2, m=4), lambda r: K.multi_krum(r, f=0, m=4)),
+    ]
+    for rule, kernel in cases:
+        bare = rule.aggregate(x)
+        piped = S.Pipeline(S.Clip(threshold=1e30), rule).aggregate(x)
+        assert torch.equal(piped.update, bare.update)
+        assert torch.equal(piped.update, kernel(x[keep]))
+        assert piped.metrics["dropped_nonfinite"] == bare.metrics["dropped_nonfinite"] == [0, 5]
+    # NNM (f=3) drops 2 rows and runs with f=1; the Krum after it runs with f=3 - 2 = 1
+    piped = S.Pipeline(S.NNM(f=3), S.Krum(f=3)).aggregate(x)
+    mixed, _ = K.nnm(x[keep], f=1)
+    assert torch.equal(piped.update, K.krum(mixed, f=1))
+    assert piped.metrics["dropped_nonfinite"] == [0, 5]
+    with pytest.raises(ValidationError, match=r"^Krum: 2 non-finite rows left out .* exceed f=1"):
+        S.Pipeline(S.Clip(threshold=1e30), S.Krum(f=1)).aggregate(x)
+    with pytest.raises(ValidationError, match=r"^nnm: 2 non-finite rows exceed f=1"):
+        S.Pipeline(S.NNM(f=1), S.Krum(f=3)).aggregate(x)
+
+
+def test_pipeline_reports_input_rows_through_pre_aggregators() -> None:
+    """Drops at a later stage are named by their input rows; after Bucketing they are not."""
+    x = _bad_rows((3, 8))
+    result = S.Pipeline(S.Clip(threshold=1e30), S.ARC(f=3), S.Krum(f=3)).aggregate(x)
+    assert result.metrics["dropped_nonfinite"] == [3, 8]
+    assert result.metrics["n_aggregated"] == 10
+    g = torch.Generator().manual_seed(0)
+    result = S.Pipeline(S.Bucketing(bucket_size=2), S.Krum(f=2)).aggregate(x, generator=g)
+    assert result.metrics["dropped_nonfinite"] == [3, 8]
+    assert result.metrics["n_aggregated"] == 5
+    assert bool(torch.isfinite(result.update).all())

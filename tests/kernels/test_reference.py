@@ -297,13 +297,17 @@ def test_clip_matches_reference(case: int, dtype: torch.dtype, rtol: float) -> N
         assert torch.equal(out_w, w)
 
 
-def test_clip_infinite_rows_go_to_limit_direction() -> None:
+def test_clip_drops_infinite_rows() -> None:
+    """The non-finite-row policy: rows with ±inf entries are left out, not clipped."""
     inf = math.inf
     x = torch.tensor([[inf, 3.0, -inf, 0.0], [1.0, -inf, 2.0, 2.0], [3.0, 4.0, 0.0, 0.0]])
-    out, _ = K.clip(x, threshold=2.0)
-    expected = ref.clip(x.double().numpy(), 2.0)
+    w = torch.tensor([1.0, 2.0, 3.0])
+    out, out_w = K.clip(x, w, threshold=2.0)
+    expected = ref.clip(x[2:].double().numpy(), 2.0)
     np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-6, atol=1e-7)
-    assert expected[0].tolist() == pytest.approx([math.sqrt(2), 0, -math.sqrt(2), 0])
+    assert expected[0].tolist() == pytest.approx([1.2, 1.6, 0.0, 0.0])
+    assert out_w is not None
+    assert out_w.tolist() == [3.0]
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), DTYPES)

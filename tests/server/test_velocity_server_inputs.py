@@ -27,6 +27,8 @@ _QUAD = {"model_id": "toy", "dataset": "none", "layer_shapes": {"w": 3}}
         ({"client_fraction": 1.5}, r"client_fraction must be a finite float in \(0, 1\]"),
         ({"train_config": {"lr": 1}}, r"train_config must be None or a velocity\.client"),
         ({"resume": "yes"}, r"resume must be true or false"),
+        ({"backend": None}, r"backend must be one of 'sequential'"),
+        ({"backend": "ray"}, r"backend\.type must be one of 'sequential'"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_field_named(

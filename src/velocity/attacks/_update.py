@@ -265,9 +265,12 @@ class Gaussian(UpdateAttack):
 class Inf(UpdateAttack):
     """Every coordinate ``+inf`` (ByzPy's ``InfAttack``): tests non-finite handling.
 
-    Rules that drop non-finite rows (FedAvg's default ``nonfinite="drop"``) survive it and the
-    round's :class:`AttackResult` lists the dropped identities; with the filter off
-    (``FedAvg(nonfinite="propagate")``) the model becomes non-finite. Severity: ``inf``.
+    Every rule drops non-finite rows and counts them against its ``f`` (the kernels' one
+    non-finite policy), so it survives as long as the inf rows do not exceed ``f`` (FedAvg's
+    default ``nonfinite="drop"``: any number short of all); the round's
+    :class:`AttackResult` lists the dropped identities. Beyond ``f`` the round is refused
+    with a ``ValidationError``; with FedAvg's filter off (``nonfinite="propagate"``) the
+    model becomes non-finite. Severity: ``inf``.
     """
 
     name: ClassVar[str] = "inf"

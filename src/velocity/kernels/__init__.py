@@ -4,6 +4,10 @@ Aggregators ``f(updates, weights=None, **settings) -> (d,)``; pre-aggregators
 ``g(updates, weights=None, **settings) -> (updates', weights')``; server optimizers
 ``step(params, delta, state, **hp) -> (params', state')``. See ``docs/kernels.md`` for the
 contract, the definitions and how they are made fast. Also importable as ``velocity._core``.
+
+Every aggregator and pre-aggregator follows one non-finite-row policy (``docs/kernels.md``):
+rows holding NaN or ±inf are dropped and count against the rule's f; the rule runs on the
+finite rows with f − k, and more non-finite rows than it tolerates raise ``ValidationError``.
 """
 
 from __future__ import annotations

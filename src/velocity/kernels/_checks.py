@@ -2,13 +2,22 @@
 
 Every check raises :class:`velocity.errors.ValidationError` with a message that names the
 rule, the argument and the numbers, so a user never sees a traceback from deep inside.
+
+It also holds the one non-finite-row policy of every aggregator and pre-aggregator
+(:func:`drop_nonfinite`, documented at the top of ``docs/kernels.md``): a row holding any NaN
+or ±inf is a *non-finite row*; the k non-finite rows of an ``(n, d)`` stack are left out, the
+rule runs on the n' = n − k finite rows with f' = f − k where it has a Byzantine budget f, and
+the call is refused when k > f (rules with f) or k = n (every rule).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,12 +26,16 @@ from torch import Tensor
 from velocity.errors import ValidationError
 
 __all__ = [
+    "FiniteRows",
     "check_choice",
     "check_f",
     "check_int",
     "check_nonneg_float",
     "check_updates",
     "check_weights",
+    "drop_nonfinite",
+    "finite_rows",
+    "recording_drops",
     "require",
     "to_work_dtype",
 ]
@@ -120,3 +133,100 @@ def check_choice(value: object, name: str, rule: str, choices: Sequence[str]) ->
 def to_work_dtype(x: Tensor) -> Tensor:
     """float16/bfloat16 are computed in float32; other dtypes as they are."""
     return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+# ---------------------------------------------------------------- the non-finite-row policy
+
+
+def finite_rows(x: Tensor, hint: Tensor | None = None) -> Tensor:
+    """Boolean ``(n,)``: True where the row of ``x`` has only finite entries (exact).
+
+    One vectorized pass flags candidates: the row sums, or ``hint``, an ``(n,)`` per-row
+    reduction the caller already has (row norms, say) that is non-finite for every row holding
+    a NaN or ±inf entry. Flagged rows are then checked entry by entry, so a finite row whose
+    sum or norm overflows is still reported finite. (A row sum reads the data once and writes
+    n numbers; ``torch.isfinite(x).all(dim=1)`` writes an ``(n, d)`` mask first and measured
+    30-50x slower on CPU.)
+    """
+    ok = torch.isfinite(x.sum(dim=1) if hint is None else hint)
+    if not bool(ok.all()):
+        for i in torch.nonzero(~ok).flatten().tolist():
+            ok[i] = bool(torch.isfinite(x[i]).all())
+    return ok
+
+
+class FiniteRows(NamedTuple):
+    """The finite rows of a stack and what the policy leaves of the budget (see
+    :func:`drop_nonfinite`)."""
+
+    x: Tensor
+    """The finite rows, in their order; the input itself (no copy) when every row is finite."""
+    keep: Tensor | None
+    """Long ``(n',)`` indices of those rows in the input; ``None`` when no row was dropped."""
+    f: int | None
+    """The Byzantine budget left, f − k (``None`` for rules without f)."""
+
+    def take(self, t: Tensor | None) -> Tensor | None:
+        """``t`` (per-row values such as weights) restricted to the kept rows; ``t`` itself
+        when no row was dropped."""
+        if t is None or self.keep is None:
+            return t
+        return t.index_select(0, self.keep.to(t.device))
+
+    def position(self, row: int) -> int:
+        """The position among the kept rows of the kept input row ``row``."""
+        return row if self.keep is None else int((self.keep < row).sum())
+
+
+_DROPS: ContextVar[list[list[int]] | None] = ContextVar("velocity_nonfinite_drops", default=None)
+
+
+@contextmanager
+def recording_drops() -> Iterator[list[list[int]]]:
+    """Within the block, every :func:`drop_nonfinite` that drops rows appends their indices.
+
+    How the strategies report ``dropped_nonfinite`` without a second pass over the data: the
+    rows a kernel left out are exactly the ones its own check found. One list per kernel call
+    that dropped rows (a kernel applies the policy once per call).
+    """
+    log: list[list[int]] = []
+    token = _DROPS.set(log)
+    try:
+        yield log
+    finally:
+        _DROPS.reset(token)
+
+
+def drop_nonfinite(
+    x: Tensor,
+    rule: str,
+    f: int | None = None,
+    *,
+    finite: Tensor | None = None,
+    hint: Tensor | None = None,
+) -> FiniteRows:
+    """Apply the non-finite-row policy to ``x (n, d)`` for ``rule`` with budget ``f``.
+
+    A row holding any NaN or ±inf is dropped and counted against ``f``: returns the
+    n' = n − k finite rows and f' = f − k. Raises :class:`ValidationError` naming the rule and
+    the counts when every row is non-finite (``"median: all 5 rows are non-finite"``) or, for
+    a rule with f, when k > f (``"krum: 3 non-finite rows exceed f=2 (n=7)"``). ``finite`` is
+    a precomputed :func:`finite_rows` mask, ``hint`` a candidate filter for it. When every row
+    is finite nothing is copied: ``x`` itself comes back with ``keep=None``.
+    """
+    ok = finite_rows(x, hint) if finite is None else finite
+    if bool(ok.all()):
+        return FiniteRows(x, None, f)
+    n = x.shape[0]
+    keep = torch.nonzero(ok).flatten()
+    k = n - int(keep.numel())
+    if k == n:
+        raise ValidationError(
+            f"{rule}: all {n} rows are non-finite" + ("" if f is None else f" (f={f})")
+        )
+    if f is not None and k > f:
+        raise ValidationError(f"{rule}: {k} non-finite rows exceed f={f} (n={n})")
+    log = _DROPS.get()
+    if log is not None:
+        log.append(torch.nonzero(~ok).flatten().tolist())
+    return FiniteRows(x.index_select(0, keep.to(x.device)), keep, None if f is None else f - k)

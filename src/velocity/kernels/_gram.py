@@ -10,8 +10,10 @@ vectors such as the coordinate-wise median). They come from one product ``X Xᵀ
 
 Pairs whose squared distance is tiny against their squared norms (near-duplicates, as Sybil
 attacks produce) are then recomputed on the rows of their cluster centred inside the cluster, so
-their distances are accurate relative to the cluster's own spread. Rows with non-finite entries
-are kept out of the product and are infinitely far from everything.
+their distances are accurate relative to the cluster's own spread. The aggregators hand in
+finite rows only (the non-finite-row policy drops the others first); for the public
+:func:`velocity.kernels.pairwise_sq_distances`, rows with non-finite entries are kept out of
+the product and are infinitely far from everything.
 """
 
 from __future__ import annotations
@@ -19,23 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from velocity.kernels._checks import finite_rows
+
 __all__ = ["Basis", "finite_rows", "gram", "pairwise_sq_distances_from"]
 
 _BLOCK_BYTES = 4 << 20
-
-
-def finite_rows(x: Tensor) -> Tensor:
-    """Boolean ``(n,)``: True where the row has only finite entries (exact).
-
-    A cheap row sum flags candidates (a non-finite entry always makes the sum non-finite);
-    flagged rows are then checked entry by entry, so a finite row whose sum overflows is still
-    reported finite.
-    """
-    ok = torch.isfinite(x.sum(dim=1))
-    if not bool(ok.all()):
-        for i in torch.nonzero(~ok).flatten().tolist():
-            ok[i] = bool(torch.isfinite(x[i]).all())
-    return ok
 
 
 def gram(x: Tensor, extras: Tensor | None = None, centre: Tensor | None = None) -> Tensor:
@@ -122,11 +112,14 @@ def _refined_sq_distances(x: Tensor, threshold: float, depth: int = 0) -> Tensor
     return dist
 
 
-def pairwise_sq_distances_from(x: Tensor, finite: Tensor) -> Tensor:
-    """float64 ``(n, n)`` squared Euclidean distances; non-finite rows are at +inf."""
+def pairwise_sq_distances_from(x: Tensor, finite: Tensor | None = None) -> Tensor:
+    """float64 ``(n, n)`` squared Euclidean distances; non-finite rows are at +inf.
+
+    ``finite`` is the :func:`finite_rows` mask of ``x``; ``None`` means every row is finite.
+    """
     n = x.shape[0]
-    all_finite = bool(finite.all())
-    idx = None if all_finite else torch.nonzero(finite).flatten()
+    all_finite = finite is None or bool(finite.all())
+    idx = None if all_finite or finite is None else torch.nonzero(finite).flatten()
     xf = x if idx is None else x.index_select(0, idx.to(x.device))
     dist_f = torch.zeros(0, 0, dtype=torch.float64, device=x.device)
     if xf.shape[0] > 0:
@@ -143,24 +136,19 @@ class Basis:
     """Vectors represented by coefficients over the rows of ``x`` and a few extra vectors.
 
     Iterative rules (Weiszfeld, centered clipping, CAF) keep their iterate as an affine
-    combination ``z = Σ αⱼ pⱼ`` (Σα = 1) of the points ``p = [finite rows of x; extras]``, and
+    combination ``z = Σ αⱼ pⱼ`` (Σα = 1) of the points ``p = [rows of x; extras]``, and
     compute every distance they need from the Gram matrix, so each iteration costs O(n²)
     instead of a pass over the ``(n, d)`` data. Only :meth:`materialize` touches the data.
     """
 
     def __init__(
-        self,
-        x: Tensor,
-        finite: Tensor,
-        extras: Tensor | None = None,
-        centre: Tensor | None = None,
+        self, x: Tensor, extras: Tensor | None = None, centre: Tensor | None = None
     ) -> None:
+        """``x``: ``(n, d)`` finite rows (the callers drop non-finite rows first)."""
         self.x = x
-        self.rows = torch.nonzero(finite).flatten()
-        self.all_finite = bool(finite.all())
-        self.xf = x if self.all_finite else x.index_select(0, self.rows.to(x.device))
+        self.xf = x
         self.extras = extras
-        self.n_rows = int(self.rows.numel())
+        self.n_rows = int(x.shape[0])
         self.k = gram(self.xf, extras, centre)
         self.size = self.k.shape[0]
 

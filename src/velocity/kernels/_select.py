@@ -45,15 +45,13 @@ def smallest(values: Tensor, k: int, rtol: float = 0.0) -> Tensor:
     return smallest_per_row(values[None, :], k, rtol)[0]
 
 
-def mean_of_rows(x: Tensor, idx: Tensor, all_finite: bool) -> Tensor:
-    """Unweighted mean of the rows ``idx`` of ``x`` without copying them when possible.
+def mean_of_rows(x: Tensor, idx: Tensor) -> Tensor:
+    """Unweighted mean of the rows ``idx`` of the finite rows ``x``, without copying them.
 
-    With only finite rows the mean is one matrix-vector product with a selection vector; when
-    some row is non-finite, ``0 · inf`` would poison it, so the selected rows are gathered.
+    One matrix-vector product with a selection vector (the rules drop non-finite rows first,
+    so no ``0 · inf`` can poison it).
     """
     idx = idx.to(x.device)
-    if all_finite:
-        coef = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        coef[idx] = 1.0 / idx.numel()
-        return coef @ x
-    return x.index_select(0, idx).mean(dim=0)
+    coef = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    coef[idx] = 1.0 / idx.numel()
+    return coef @ x

@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from velocity.kernels._checks import check_f, check_updates, check_weights, require
-from velocity.kernels._clipping import clip_rows
+from velocity.kernels._checks import (
+    check_f,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    require,
+)
+from velocity.kernels._clipping import clip_rows, row_norms
 
 __all__ = ["arc"]
 
@@ -20,7 +26,10 @@ def arc(
     The :math:`k = \lfloor 2f(n - f)/n \rfloor` rows of largest norm are clipped to the norm
     of the largest remaining row (ties: the higher index counts as larger). ``k`` is computed
     in exact integer arithmetic. Returns ``(clipped, weights)``; ``inplace`` as in
-    :func:`velocity.kernels.clip`. Needs ``f <= n``.
+    :func:`velocity.kernels.clip`. Needs ``f <= n``. The k non-finite rows (any NaN or ±inf
+    entry) are dropped with their weights and count against f: the output is ARC of the
+    n − k finite rows with f − k (a new tensor); k > f raises ``ValidationError`` (the policy
+    in ``docs/kernels.md``). The row norms double as the finite check.
 
     Examples
     --------
@@ -34,12 +43,20 @@ def arc(
     check_weights(weights, n, "arc")
     f = check_f(f, "arc")
     require(f <= n, f"arc needs f <= n; got n={n}, f={f}")
+    norms = row_norms(x)
+    kept = drop_nonfinite(x, "arc", f, hint=norms)
+    if kept.keep is None:
+        out = x if inplace else x.clone()
+    else:  # a new tensor of the finite rows; their norms again, as arc(finite rows) has them
+        out, weights = kept.x, kept.take(weights)
+        norms = row_norms(out)
+        n = out.shape[0]
+    assert kept.f is not None
+    f = kept.f
     k = (2 * f * (n - f)) // n
-    out = x if inplace else x.clone()
     if k == 0:
         return out, weights
-    norms = torch.linalg.vector_norm(x.float() if x.dtype != torch.float64 else x, dim=1)
-    norms = torch.nan_to_num(norms.to(torch.float64), nan=float("inf"), posinf=float("inf"))
+    norms = norms.to(torch.float64)
     order = torch.sort(norms, stable=True).indices
     largest = order[n - k :]
     thr = 0.0 if k == n else float(norms[order[n - k - 1]])

@@ -6,7 +6,14 @@ import torch
 from torch import Tensor
 
 from velocity.errors import ValidationError
-from velocity.kernels._checks import check_int, check_updates, check_weights, to_work_dtype
+from velocity.kernels._checks import (
+    check_int,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    finite_rows,
+    to_work_dtype,
+)
 
 __all__ = ["bucketing"]
 
@@ -26,6 +33,12 @@ def bucketing(
     smaller) and return one row per bucket, the bucket's mean: ``⌈n / bucket_size⌉`` rows.
     Output weights are the sums of the input weights of each bucket. Without a generator the
     permutation comes from a fresh, unseeded generator — pass one for reproducible runs.
+    Non-finite rows (any NaN or ±inf entry) are dropped with their weights before the
+    shuffle: the output is the bucketing of the n' finite rows, ``⌈n' / bucket_size⌉`` rows;
+    all n rows non-finite raises ``ValidationError`` (the policy in ``docs/kernels.md``). The
+    check costs no pass over the input: a non-finite input row makes its bucket's mean
+    non-finite, so only the ``⌈n / bucket_size⌉`` output rows are checked (one vectorized
+    sum), and the buckets are formed again from the finite rows when one is flagged.
 
     Examples
     --------
@@ -47,20 +60,35 @@ def bucketing(
     if gen is None:
         gen = torch.Generator()
         gen.seed()  # non-deterministic seed, global random state untouched
-    perm = torch.randperm(n, generator=gen, device=gen.device).cpu()
     work = to_work_dtype(x)
+    state = gen.get_state()
+    out, out_w = _buckets(work, w, size, gen)
+    if not bool(finite_rows(out).all()):
+        kept = drop_nonfinite(work, "bucketing")
+        if kept.keep is not None:  # else: finite rows whose bucket sum overflowed; kept as is
+            gen.set_state(state)  # the same draw as bucketing(finite rows) with this generator
+            out, out_w = _buckets(kept.x, kept.take(w), size, gen)
+    if out_w is not None and weights is not None:
+        out_w = out_w.to(weights.dtype if weights.is_floating_point() else torch.float64)
+    return out.to(x.dtype), out_w
+
+
+def _buckets(
+    work: Tensor, w: Tensor | None, size: int, gen: torch.Generator
+) -> tuple[Tensor, Tensor | None]:
+    """Shuffle the rows of ``work`` with ``gen`` and average consecutive buckets of ``size``."""
+    n = work.shape[0]
+    perm = torch.randperm(n, generator=gen, device=gen.device).cpu()
     buckets = [perm[i : i + size] for i in range(0, n, size)]
-    out = torch.empty(len(buckets), x.shape[1], dtype=work.dtype, device=x.device)
+    out = torch.empty(len(buckets), work.shape[1], dtype=work.dtype, device=work.device)
     for b, idx in enumerate(buckets):
         rows = idx.tolist()
         if len(rows) == 1:
             out[b].copy_(work[rows[0]])
-            continue
-        torch.add(work[rows[0]], work[rows[1]], out=out[b])
-        for r in rows[2:]:
-            out[b].add_(work[r])
-        out[b].mul_(1.0 / len(rows))
+        else:
+            torch.add(work[rows[0]], work[rows[1]], out=out[b])
+            for r in rows[2:]:
+                out[b].add_(work[r])
+            out[b].mul_(1.0 / len(rows))
     out_w = None if w is None else torch.stack([w[idx].sum() for idx in buckets])
-    if out_w is not None and weights is not None:
-        out_w = out_w.to(weights.dtype if weights.is_floating_point() else torch.float64)
-    return out.to(x.dtype), out_w
+    return out, out_w

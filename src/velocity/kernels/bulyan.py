@@ -10,11 +10,12 @@ from velocity.kernels._checks import (
     check_f,
     check_updates,
     check_weights,
+    drop_nonfinite,
     require,
     to_work_dtype,
 )
 from velocity.kernels._coordinate import coordinatewise
-from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._gram import pairwise_sq_distances_from
 from velocity.kernels._select import smallest, tie_rtol
 from velocity.kernels.krum import NEIGHBOR_RULES, Neighbors, krum_scores
 from velocity.kernels.meamed import closest_to_median
@@ -53,6 +54,9 @@ def bulyan(
     validated and ignored. Score ties go to the lower row index, as in :func:`krum`; in the
     last selection steps fewer than f + 3 rows remain, Krum then uses at most one neighbour
     and mutual nearest neighbours tie exactly, so the result can depend on the row order.
+    The k non-finite rows (any NaN or ±inf entry) are dropped and count against f: the result
+    is Bulyan of the n − k finite rows with f − k; k > f raises ``ValidationError`` (the
+    policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -67,10 +71,14 @@ def bulyan(
     f = check_f(f, "bulyan")
     check_choice(neighbors, "neighbors", "bulyan", NEIGHBOR_RULES)
     require(n >= 4 * f + 3, f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
-    work = to_work_dtype(x)
-    dist = pairwise_sq_distances_from(work, finite_rows(work))
+    kept = drop_nonfinite(to_work_dtype(x), "bulyan", f)
+    assert kept.f is not None
+    work, f = kept.x, kept.f
+    dist = pairwise_sq_distances_from(work)
     chosen = bulyan_selection(dist, f, neighbors, tie_rtol(work.dtype))
     chosen = chosen.sort().values
-    return coordinatewise(
+    out = coordinatewise(
         work, lambda block: closest_to_median(block, 2 * f), rows=chosen, out_dtype=x.dtype
     )
+    assert out is not None
+    return out

@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from velocity.errors import ValidationError
-from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
-from velocity.kernels._gram import Basis, finite_rows
+from velocity.kernels._checks import (
+    check_f,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    require,
+    to_work_dtype,
+)
+from velocity.kernels._gram import Basis
 
 __all__ = ["caf"]
 
@@ -26,9 +32,11 @@ def caf(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
        \tau_j)`, the max over rows still weighted.
 
     Returns the remembered :math:`\mu_c`. Each step zeroes at least one weight, so there are at
-    most n steps; all of them run on the n×n Gram matrix. Rows with non-finite entries start
-    with :math:`c_i = 0` (the first step would remove them). Needs ``n > 2f``. ``weights`` are
-    validated and ignored.
+    most n steps; all of them run on the n×n Gram matrix. Needs ``n > 2f``. ``weights`` are
+    validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and
+    count against f: the result is CAF of the n' = n − k finite rows with f' = f − k (the
+    loop runs while :math:`\sum_i c_i > n' - 2f'`); k > f raises ``ValidationError`` (the
+    policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -42,18 +50,15 @@ def caf(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
     check_weights(weights, n, "caf")
     f = check_f(f, "caf")
     require(n > 2 * f, f"caf needs n > 2f; got n={n}, f={f}")
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    if not bool(finite.any()):
-        raise ValidationError("caf: every row holds non-finite values")
-    basis = Basis(work, finite, None)
+    kept = drop_nonfinite(to_work_dtype(x), "caf", f)
+    assert kept.f is not None
+    basis = Basis(kept.x)
     g = basis.k
     m = basis.n_rows
     c = torch.ones(m, dtype=torch.float64, device=g.device)
     best_val = float("inf")
     best_p = c / m
-    # Rows dropped for being non-finite already count as removed weight.
-    while float(c.sum()) > n - 2 * f:
+    while float(c.sum()) > m - 2 * kept.f:
         total = c.sum()
         p = c / total
         gp = g @ p

@@ -14,9 +14,9 @@ from velocity.kernels._checks import (
     check_nonneg_float,
     check_updates,
     check_weights,
+    drop_nonfinite,
     to_work_dtype,
 )
-from velocity.kernels._gram import finite_rows
 from velocity.kernels.geometric_median import INITS, initial_alpha, median_centred_basis
 
 __all__ = ["centered_clipping"]
@@ -40,9 +40,11 @@ def centered_clipping(
               \min\Big(1, \frac{c_\tau}{\max(\|x_i - v\|, \varepsilon)}\Big)
 
     starting from ``init``: ``"mean"``, ``"median"``, ``"zero"``, or a ``(d,)`` tensor such as
-    the previous round's aggregate (the paper's momentum centre). Rows with non-finite entries
-    contribute nothing (a clipped row moves v by at most c_tau/n anyway). ``weights`` are
-    validated and ignored. Runs on the Gram matrix: the data are read twice in all.
+    the previous round's aggregate (the paper's momentum centre). Non-finite rows (any NaN or
+    ±inf entry) are dropped and the iterations run on the n' finite rows (``1/n'`` in the
+    step); the rule has no f, so only all n rows non-finite raises ``ValidationError`` (the
+    policy in ``docs/kernels.md``). ``weights`` are validated and ignored. Runs on the Gram
+    matrix: the data are read twice in all.
 
     Examples
     --------
@@ -58,10 +60,6 @@ def centered_clipping(
     c_tau = check_nonneg_float(c_tau, "c_tau", rule)
     M = check_int(M, "M", rule, minimum=0)
     eps = check_nonneg_float(eps, "eps", rule, positive=True)
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    if not bool(finite.any()):
-        raise ValidationError(f"{rule}: every row holds non-finite values")
     if isinstance(init, Tensor):
         if init.shape != (d,) or not init.is_floating_point():
             raise ValidationError(
@@ -73,11 +71,13 @@ def centered_clipping(
     else:
         check_choice(init, "init", rule, INITS)
     start: str | Tensor = init
-    basis = median_centred_basis(work, finite, start)
+    work = drop_nonfinite(to_work_dtype(x), rule).x
+    basis = median_centred_basis(work, start)
     alpha = initial_alpha(basis, start)
+    rows = basis.n_rows
     for _ in range(M):
-        dist = basis.sq_dist_to(alpha)[: basis.n_rows].sqrt()
-        scale = torch.clamp(c_tau / dist.clamp_min(eps), max=1.0) / n
+        dist = basis.sq_dist_to(alpha)[:rows].sqrt()
+        scale = torch.clamp(c_tau / dist.clamp_min(eps), max=1.0) / rows
         alpha = alpha * (1.0 - scale.sum())
         alpha[: basis.n_rows] += scale
     return basis.materialize(alpha).to(x.dtype)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
-from velocity.kernels._gram import finite_rows
+from velocity.kernels._checks import (
+    check_f,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    require,
+    to_work_dtype,
+)
 from velocity.kernels._select import mean_of_rows, smallest
 
 __all__ = ["cge"]
@@ -16,8 +22,11 @@ def cge(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
     r"""Comparative gradient elimination (Gupta & Vaidya 2020, "Fault-Tolerance in Distributed
     Optimization: The Case of Redundancy"; Gupta, Liu & Vaidya 2021).
 
-    The mean of the ``n − f`` rows with the smallest L2 norms (ties: lower index; a non-finite
-    norm counts as +inf). Needs ``n > f``. ``weights`` are validated and ignored.
+    The mean of the ``n − f`` rows with the smallest L2 norms (ties: lower index). Needs
+    ``n > f``. ``weights`` are validated and ignored. The k non-finite rows (any NaN or ±inf
+    entry) are dropped and count against f: the result is CGE of the n − k finite rows with
+    f − k (the same n − f rows are averaged); k > f raises ``ValidationError`` (the policy in
+    ``docs/kernels.md``). The row norms double as the finite check: no extra pass.
 
     Examples
     --------
@@ -31,6 +40,10 @@ def cge(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
     f = check_f(f, "cge")
     require(n > f, f"cge needs n > f; got n={n}, f={f}")
     work = to_work_dtype(x)
-    norms = torch.linalg.vector_norm(work, dim=1).to(torch.float64)
-    chosen = smallest(norms, n - f)
-    return mean_of_rows(work, chosen, bool(finite_rows(work).all())).to(x.dtype)
+    norms = torch.linalg.vector_norm(work, dim=1)
+    kept = drop_nonfinite(work, "cge", f, hint=norms)
+    if kept.keep is not None:
+        work = kept.x  # norms again on the finite rows: the same numbers as cge(finite rows)
+        norms = torch.linalg.vector_norm(work, dim=1)
+    chosen = smallest(norms.to(torch.float64), n - f)
+    return mean_of_rows(work, chosen).to(x.dtype)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from velocity.kernels._checks import check_nonneg_float, check_updates, check_weights
-from velocity.kernels._clipping import clip_rows
+from velocity.kernels._checks import (
+    check_nonneg_float,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+)
+from velocity.kernels._clipping import clip_rows, row_norms
 
 __all__ = ["clip"]
 
@@ -20,10 +25,12 @@ def clip(
 ) -> tuple[Tensor, Tensor | None]:
     r"""Static norm clipping: :math:`x_i \leftarrow x_i \min(1, c / \|x_i\|_2)`.
 
-    A row with ±inf entries becomes ``threshold`` times its limit direction; a row with NaN
-    stays NaN. Returns ``(clipped, weights)``. With ``inplace=True`` the rows of ``updates``
-    are rewritten instead of copied — for the round's own scratch stack, which the
-    orchestrator owns; a copy of 400 MB costs more than the clipping itself.
+    Returns ``(clipped, weights)``. With ``inplace=True`` the rows of ``updates`` are rewritten
+    instead of copied — for the round's own scratch stack, which the orchestrator owns; a copy
+    of 400 MB costs more than the clipping itself. Non-finite rows (any NaN or ±inf entry)
+    are dropped with their weights: the output holds the n' finite rows, clipped (a new
+    tensor, whatever ``inplace`` says); all n rows non-finite raises ``ValidationError`` (the
+    policy in ``docs/kernels.md``). The row norms double as the finite check.
 
     Examples
     --------
@@ -33,13 +40,16 @@ def clip(
     [[0.6000000238418579, 0.800000011920929], [0.30000001192092896, 0.4000000059604645]]
     """
     x = check_updates(updates, "clip")
-    w = check_weights(weights, x.shape[0], "clip")
+    check_weights(weights, x.shape[0], "clip")
     thr = check_nonneg_float(threshold, "threshold", "clip")
-    norms = torch.linalg.vector_norm(x.float() if x.dtype != torch.float64 else x, dim=1)
-    norms = torch.nan_to_num(norms, nan=float("inf"), posinf=float("inf"))
+    norms = row_norms(x)
+    kept = drop_nonfinite(x, "clip", hint=norms)
+    if kept.keep is None:
+        out = x if inplace else x.clone()
+    else:  # a new tensor of the finite rows; their norms again, as clip(finite rows) has them
+        out, weights = kept.x, kept.take(weights)
+        norms = row_norms(out)
     over = torch.nonzero(norms > thr).flatten()
-    out = x if inplace else x.clone()
     if over.numel():
         clip_rows(out, over, torch.full((over.numel(),), thr, dtype=torch.float64), norms[over])
-    del w
     return out, weights

@@ -14,32 +14,34 @@ from velocity.kernels._checks import (
     check_nonneg_float,
     check_updates,
     check_weights,
+    drop_nonfinite,
     to_work_dtype,
 )
-from velocity.kernels._gram import Basis, finite_rows
-from velocity.kernels.median import median as coordinate_median
+from velocity.kernels._coordinate import coordinatewise
+from velocity.kernels._gram import Basis
+from velocity.kernels.median import sorted_median
 
 __all__ = ["geometric_median", "initial_alpha", "median_centred_basis"]
 
 INITS = ("mean", "median", "zero")
 
 
-def median_centred_basis(work: Tensor, finite: Tensor, start: str | Tensor) -> Basis:
-    """A :class:`Basis` over the finite rows plus ``[origin, start point]``, centred at the
-    coordinate-wise median of the finite rows.
+def median_centred_basis(work: Tensor, start: str | Tensor) -> Basis:
+    """A :class:`Basis` over the (finite) rows of ``work`` plus ``[origin, start point]``,
+    centred at their coordinate-wise median.
 
     ``start`` is ``"mean"``, ``"zero"``, ``"median"`` or a ``(d,)`` tensor; the origin is
     always an extra point (it represents ``"zero"`` and measures ``‖z‖``). The median centre
     keeps distances among the honest rows accurate when a few rows are very far away.
     """
-    rows_f = work if bool(finite.all()) else work[finite]
-    med = coordinate_median(rows_f)
+    med = coordinatewise(work, sorted_median, out_dtype=work.dtype)
+    assert med is not None
     extras = [torch.zeros(1, work.shape[1], dtype=work.dtype, device=work.device)]
     if isinstance(start, Tensor):
         extras.append(start.to(work)[None, :])
     elif start == "median":
         extras.append(med[None, :])
-    return Basis(work, finite, torch.cat(extras, dim=0), centre=med)
+    return Basis(work, torch.cat(extras, dim=0), centre=med)
 
 
 def initial_alpha(basis: Basis, start: str | Tensor) -> Tensor:
@@ -72,9 +74,11 @@ def geometric_median(
               \qquad \beta_i = \max(\|x_i - z\|_2, \varepsilon)
 
     from ``init`` until :math:`\|z_{t+1} - z_t\| \le \mathrm{tol}\cdot\max(\|z_t\|, 1)` or
-    ``max_iter`` steps. ``weights`` (default uniform) weight the rows. Rows with non-finite
-    entries are left out. All iterations run on the rows' Gram matrix (see
-    :mod:`velocity.kernels._gram`); the data are read twice in all.
+    ``max_iter`` steps. ``weights`` (default uniform) weight the rows. Non-finite rows (any NaN
+    or ±inf entry) are dropped with their weights; the rule has no f, so only all n rows
+    non-finite raises ``ValidationError`` (the policy in ``docs/kernels.md``). All iterations
+    run on the rows' Gram matrix (see :mod:`velocity.kernels._gram`); the data are read twice
+    in all.
 
     Examples
     --------
@@ -90,14 +94,12 @@ def geometric_median(
     max_iter = check_int(max_iter, "max_iter", rule, minimum=0)
     eps = check_nonneg_float(eps, "eps", rule, positive=True)
     check_choice(init, "init", rule, INITS)
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    if not bool(finite.any()):
-        raise ValidationError(f"{rule}: every row holds non-finite values")
-    basis = median_centred_basis(work, finite, init)
+    kept = drop_nonfinite(to_work_dtype(x), rule)
+    w = kept.take(w)
+    basis = median_centred_basis(kept.x, init)
     wf = torch.ones(basis.n_rows, dtype=torch.float64, device=basis.k.device)
     if w is not None:
-        wf = w.to(basis.k.device)[basis.rows.to(basis.k.device)]
+        wf = w.to(basis.k.device)
     if float(wf.sum()) <= 0:
         raise ValidationError(f"{rule}: the weights of the finite rows sum to 0")
     alpha = initial_alpha(basis, init)

@@ -13,10 +13,11 @@ from velocity.kernels._checks import (
     check_int,
     check_updates,
     check_weights,
+    drop_nonfinite,
     require,
     to_work_dtype,
 )
-from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._gram import pairwise_sq_distances_from
 from velocity.kernels._select import mean_of_rows, smallest, tie_rtol
 
 __all__ = ["krum", "krum_scores", "multi_krum"]
@@ -64,7 +65,9 @@ def krum(
     :math:`s(i) = \sum_{j \in N_k(i)} \|x_i - x_j\|^2`, :math:`N_k(i)` the k nearest other
     rows. The paper uses k = n − f − 2 (the default); ByzFL and ByzPy use k = n − f − 1
     (``neighbors="n-f-1"``). Needs ``n > 2f + 2``. Ties go to the lower row index. ``weights``
-    are validated and ignored.
+    are validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and
+    count against f: the result is Krum of the n − k finite rows with f − k; k > f raises
+    ``ValidationError`` (the policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -75,9 +78,13 @@ def krum(
     """
     x = check_updates(updates, "krum")
     _validate(x, weights, f, neighbors, "krum")
-    work = to_work_dtype(x)
-    scores = krum_scores(pairwise_sq_distances_from(work, finite_rows(work)), f, neighbors)
+    kept = drop_nonfinite(to_work_dtype(x), "krum", f)
+    work = kept.x
+    assert kept.f is not None
+    scores = krum_scores(pairwise_sq_distances_from(work), kept.f, neighbors)
     best = int(smallest(scores, 1, tie_rtol(work.dtype))[0])
+    if kept.keep is not None:
+        best = int(kept.keep[best])
     return x[best].clone()
 
 
@@ -93,7 +100,10 @@ def multi_krum(
 
     The mean of the ``m`` rows with the smallest Krum scores (see :func:`krum`); ``m=None``
     means n − f. ``m=1`` is Krum. Needs ``n > 2f + 2`` and ``1 <= m <= n``. ``weights`` are
-    validated and ignored.
+    validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and
+    count against f: the result is Multi-Krum of the n' = n − k finite rows with f − k (so
+    ``m=None`` still averages n − f rows) and m capped at n'; k > f raises
+    ``ValidationError`` (the policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -108,9 +118,9 @@ def multi_krum(
         m = n - f
     m = check_int(m, "m", "multi_krum", minimum=1)
     require(m <= n, f"multi_krum needs 1 <= m <= n; got m={m}, n={n}")
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    scores = krum_scores(pairwise_sq_distances_from(work, finite), f, neighbors)
-    chosen = smallest(scores, m, tie_rtol(work.dtype))
-    all_finite = bool(finite[chosen].all())
-    return mean_of_rows(work, chosen, all_finite and bool(finite.all())).to(x.dtype)
+    kept = drop_nonfinite(to_work_dtype(x), "multi_krum", f)
+    work = kept.x
+    assert kept.f is not None
+    scores = krum_scores(pairwise_sq_distances_from(work), kept.f, neighbors)
+    chosen = smallest(scores, min(m, work.shape[0]), tie_rtol(work.dtype))
+    return mean_of_rows(work, chosen).to(x.dtype)

@@ -9,10 +9,11 @@ from velocity.kernels._checks import (
     check_int,
     check_updates,
     check_weights,
+    drop_nonfinite,
     require,
     to_work_dtype,
 )
-from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._gram import pairwise_sq_distances_from
 from velocity.kernels._select import mean_of_rows
 from velocity.kernels._subsets import best_subset
 
@@ -28,7 +29,10 @@ def mda(
     :math:`\max_{i,j \in S} \|x_i - x_j\|`, found by exact search over all C(n, f) subsets
     (the first minimal one in ``itertools.combinations`` order). Refuses with a clear error
     when C(n, f) > ``max_subsets`` instead of running for hours. Needs ``n > 2f``.
-    ``weights`` are validated and ignored.
+    ``weights`` are validated and ignored. The k non-finite rows (any NaN or ±inf entry) are
+    dropped and count against f: the result is MDA of the n − k finite rows with f − k (whose
+    C(n − k, f − k) subsets are the ones searched); k > f raises ``ValidationError`` (the
+    policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -42,12 +46,15 @@ def mda(
     f = check_f(f, "mda")
     max_subsets = check_int(max_subsets, "max_subsets", "mda", minimum=1)
     require(n > 2 * f, f"mda needs n > 2f; got n={n}, f={f}")
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    dist = pairwise_sq_distances_from(work, finite)
+    kept = drop_nonfinite(to_work_dtype(x), "mda", f)
+    work = kept.x
+    assert kept.f is not None
+    dist = pairwise_sq_distances_from(work)
 
     def diameter(idx: Tensor) -> Tensor:
         return dist[idx[:, :, None], idx[:, None, :]].amax(dim=(1, 2))
 
-    chosen = best_subset(n, f, diameter, rule="mda", max_subsets=max_subsets, device=dist.device)
-    return mean_of_rows(work, chosen, bool(finite.all())).to(x.dtype)
+    chosen = best_subset(
+        work.shape[0], kept.f, diameter, rule="mda", max_subsets=max_subsets, device=dist.device
+    )
+    return mean_of_rows(work, chosen).to(x.dtype)

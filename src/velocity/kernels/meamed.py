@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
-from velocity.kernels._coordinate import coordinatewise
+from velocity.kernels._coordinate import Reducer, coordinatewise_rule
 
 __all__ = ["meamed"]
 
@@ -58,7 +58,9 @@ def meamed(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
 
     For every coordinate k, with median :math:`m_k`, average the ``n − f`` values
     :math:`x_{ik}` with the smallest :math:`|x_{ik} − m_k|`. Needs ``n > 2f``. ``weights`` are
-    validated and ignored.
+    validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and count
+    against f: the result is MeaMed of the n − k finite rows with f − k; k > f raises
+    ``ValidationError`` (the policy in ``docs/kernels.md``).
 
     Examples
     --------
@@ -71,6 +73,9 @@ def meamed(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
     check_weights(weights, n, "meamed")
     f = check_f(f, "meamed")
     require(n > 2 * f, f"meamed needs n > 2f; got n={n}, f={f}")
-    return coordinatewise(
-        to_work_dtype(x), lambda block: closest_to_median(block, f), out_dtype=x.dtype
-    )
+
+    def reducer(f: int | None) -> Reducer:
+        assert f is not None
+        return lambda block: closest_to_median(block, f)
+
+    return coordinatewise_rule(to_work_dtype(x), reducer, rule="meamed", f=f, out_dtype=x.dtype)

@@ -8,8 +8,14 @@ import torch
 from torch import Tensor
 
 from velocity.errors import ValidationError
-from velocity.kernels._checks import check_choice, check_updates, check_weights, to_work_dtype
-from velocity.kernels._gram import finite_rows
+from velocity.kernels._checks import (
+    check_choice,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    finite_rows,
+    to_work_dtype,
+)
 
 __all__ = ["mean", "nonfinite_rows"]
 
@@ -43,9 +49,10 @@ def mean(
     weights : Tensor, shape (n,), optional
         Non-negative weights, usually sample counts; uniform when omitted.
     nonfinite : {"drop", "propagate", "raise"}
-        Rows holding NaN or ±inf are left out (``"drop"``, the default; see
-        :func:`nonfinite_rows` for which), kept so the result is non-finite (``"propagate"``),
-        or refused with an error naming them (``"raise"``).
+        Rows holding NaN or ±inf (see :func:`nonfinite_rows`) are left out (``"drop"``, the
+        default: the policy every aggregator follows, see ``docs/kernels.md``; the mean has no
+        f, so only all n rows non-finite raises ``ValidationError``), kept so the result is
+        non-finite (``"propagate"``), or refused with an error naming them (``"raise"``).
 
     Returns
     -------
@@ -64,22 +71,17 @@ def mean(
     w = check_weights(weights, n, "mean")
     check_choice(nonfinite, "nonfinite", "mean", _MODES)
     work = to_work_dtype(x)
-    keep: Tensor | None = None
-    if nonfinite != "propagate":
+    if nonfinite == "raise":
         ok = finite_rows(work)
         if not bool(ok.all()):
             bad = torch.nonzero(~ok).flatten().tolist()
-            if nonfinite == "raise":
-                raise ValidationError(f"mean: rows {bad} hold non-finite values")
-            if len(bad) == n:
-                raise ValidationError(f"mean: every row holds non-finite values (rows {bad})")
-            keep = torch.nonzero(ok).flatten()
+            raise ValidationError(f"mean: rows {bad} hold non-finite values")
+    elif nonfinite == "drop":
+        kept = drop_nonfinite(work, "mean")
+        work, w = kept.x, kept.take(w)
     if w is None:
-        w = torch.ones(n, dtype=torch.float64)
+        w = torch.ones(work.shape[0], dtype=torch.float64)
     w = w.to(x.device)
-    if keep is not None:
-        w = w[keep.to(w.device)]
-        work = work.index_select(0, keep.to(x.device))
     total = float(w.sum())
     if total <= 0.0:
         raise ValidationError("mean: the weights of the rows used sum to 0; need a positive sum")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from velocity.kernels._checks import check_updates, check_weights, to_work_dtype
-from velocity.kernels._coordinate import coordinatewise
+from velocity.kernels._coordinate import coordinatewise_rule
 
 __all__ = ["median"]
 
@@ -25,7 +25,9 @@ def median(updates: Tensor, weights: Tensor | None = None) -> Tensor:
 
     For even n the two middle values are averaged. Robust while fewer than half of the values
     of every coordinate are Byzantine. ``weights`` are validated and ignored: every row is one
-    vote.
+    vote. Non-finite rows (any NaN or ±inf entry) are dropped and the median is that of the
+    finite rows; all rows non-finite raises ``ValidationError`` (the policy in
+    ``docs/kernels.md``).
 
     Examples
     --------
@@ -37,4 +39,6 @@ def median(updates: Tensor, weights: Tensor | None = None) -> Tensor:
     """
     x = check_updates(updates, "median")
     check_weights(weights, x.shape[0], "median")
-    return coordinatewise(to_work_dtype(x), sorted_median, out_dtype=x.dtype)
+    return coordinatewise_rule(
+        to_work_dtype(x), lambda _: sorted_median, rule="median", f=None, out_dtype=x.dtype
+    )

@@ -10,10 +10,11 @@ from velocity.kernels._checks import (
     check_int,
     check_updates,
     check_weights,
+    drop_nonfinite,
+    finite_rows,
     require,
     to_work_dtype,
 )
-from velocity.kernels._gram import finite_rows
 from velocity.kernels._select import mean_of_rows, smallest
 
 __all__ = ["monna", "sq_distances_to_row"]
@@ -44,8 +45,12 @@ def monna(
     Overhead").
 
     The mean of the ``n − f`` rows nearest (Euclidean) to the trusted row ``reference_index``,
-    that row included; ties go to the lower index. The reference row must be finite. Needs
-    ``n > 2f``. ``weights`` are validated and ignored.
+    that row included; ties go to the lower index. The reference row must be finite (it is
+    trusted, so it is never dropped: a non-finite reference raises ``ValidationError``). Needs
+    ``n > 2f``. ``weights`` are validated and ignored. The k non-finite rows (any NaN or ±inf
+    entry) are dropped and count against f: the result is MoNNA of the n − k finite rows with
+    f − k, from the same reference row; k > f raises ``ValidationError`` (the policy in
+    ``docs/kernels.md``).
 
     Examples
     --------
@@ -61,10 +66,12 @@ def monna(
     require(n > 2 * f, f"monna needs n > 2f; got n={n}, f={f}")
     require(ref < n, f"monna: reference_index must be < n; got reference_index={ref}, n={n}")
     work = to_work_dtype(x)
+    finite = finite_rows(work)
+    kept = drop_nonfinite(work, "monna", f, finite=finite)
     require(
-        bool(torch.isfinite(work[ref]).all()),
+        bool(finite[ref]),
         f"monna: the trusted reference row {ref} holds non-finite values",
     )
-    finite = finite_rows(work)
+    work, ref = kept.x, kept.position(ref)
     chosen = smallest(sq_distances_to_row(work, ref), n - f)
-    return mean_of_rows(work, chosen, bool(finite.all())).to(x.dtype)
+    return mean_of_rows(work, chosen).to(x.dtype)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
-from velocity.kernels._gram import finite_rows, pairwise_sq_distances_from
+from velocity.kernels._checks import (
+    check_f,
+    check_updates,
+    check_weights,
+    drop_nonfinite,
+    require,
+    to_work_dtype,
+)
+from velocity.kernels._gram import pairwise_sq_distances_from
 from velocity.kernels._select import smallest_per_row, tie_rtol
 
 __all__ = ["nnm", "nnm_neighbours"]
@@ -24,6 +31,10 @@ def nnm(updates: Tensor, weights: Tensor | None = None, *, f: int) -> tuple[Tens
     Every row is replaced by the mean of its ``n − f`` nearest rows (Euclidean), itself
     included; ties go to the lower index. One Gram matrix for the distances and one
     ``(n, n) @ (n, d)`` product for the mixing. Needs ``n > f``. Returns ``(mixed, weights)``.
+    The k non-finite rows (any NaN or ±inf entry) are dropped with their weights and count
+    against f: the output is NNM of the n − k finite rows with f − k (n − k rows, each the
+    mean of the same n − f nearest rows); k > f raises ``ValidationError`` (the policy in
+    ``docs/kernels.md``).
 
     Examples
     --------
@@ -37,18 +48,12 @@ def nnm(updates: Tensor, weights: Tensor | None = None, *, f: int) -> tuple[Tens
     check_weights(weights, n, "nnm")
     f = check_f(f, "nnm")
     require(n > f, f"nnm needs n > f; got n={n}, f={f}")
-    work = to_work_dtype(x)
-    finite = finite_rows(work)
-    dist = pairwise_sq_distances_from(work, finite)
-    neigh = nnm_neighbours(dist, f, tie_rtol(work.dtype)).to(x.device)
-    k = n - f
-    mix = torch.zeros(n, n, dtype=work.dtype, device=x.device)
-    mix.scatter_(1, neigh, 1.0 / k)
-    if bool(finite.all()):
-        out = mix @ work
-    else:
-        # 0 · inf would poison every row: mix each row from its own neighbours only.
-        out = torch.empty_like(work)
-        for i in range(n):
-            out[i] = work.index_select(0, neigh[i]).mean(dim=0)
-    return out.to(x.dtype), weights
+    kept = drop_nonfinite(to_work_dtype(x), "nnm", f)
+    work = kept.x
+    assert kept.f is not None
+    rows = work.shape[0]
+    dist = pairwise_sq_distances_from(work)
+    neigh = nnm_neighbours(dist, kept.f, tie_rtol(work.dtype)).to(x.device)
+    mix = torch.zeros(rows, rows, dtype=work.dtype, device=x.device)
+    mix.scatter_(1, neigh, 1.0 / (n - f))
+    return (mix @ work).to(x.dtype), kept.take(weights)

@@ -76,6 +76,11 @@ def make_backend(spec: BackendSpec | str, base: UpdateProvider) -> UpdateProvide
     """``base`` behind the backend ``spec`` names (a name or a :class:`BackendSpec`)."""
     if isinstance(spec, str):
         spec = BackendSpec(type=spec)
+    if not isinstance(spec, BackendSpec):
+        raise ConfigurationError(
+            f"backend must be one of {', '.join(repr(n) for n in BACKENDS)} or a BackendSpec; "
+            f"got {spec!r}"
+        )
     backend = BACKENDS.get(spec.type)
     if backend is None:
         raise ConfigurationError(

@@ -31,7 +31,8 @@ class FedAvg(Aggregator):
     ----------
     nonfinite : {"drop", "propagate", "raise"}
         What to do with rows holding NaN or ±inf. ``"drop"`` leaves them out and reports their
-        indices in ``metrics["dropped_nonfinite"]``.
+        indices in ``metrics["dropped_nonfinite"]`` (the policy every other rule follows);
+        ``"propagate"`` keeps them; ``"raise"`` refuses them.
     """
 
     nonfinite: Nonfinite = "drop"
@@ -42,9 +43,6 @@ class FedAvg(Aggregator):
 
     def _reduce(self, updates: Tensor, weights: Tensor | None) -> Tensor:
         return kernels.mean(updates, weights, nonfinite=self.nonfinite)
-
-    def _drops_nonfinite(self) -> bool:
-        return self.nonfinite == "drop"
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,3 @@ class FedProx(Aggregator):
 
     def _reduce(self, updates: Tensor, weights: Tensor | None) -> Tensor:
         return kernels.mean(updates, weights, nonfinite="drop")
-
-    def _drops_nonfinite(self) -> bool:
-        return True

@@ -6,18 +6,23 @@ A stage is a frozen dataclass holding settings only; the arithmetic lives in
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
-from velocity import kernels
-from velocity.strategies._constraints import check_parameters
+from velocity.errors import ValidationError
+from velocity.kernels._checks import recording_drops
+from velocity.strategies._constraints import BYZANTINE, check_parameters
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from torch import Generator, Tensor
 
     from velocity.strategies._constraints import Constraint
+
+StageT = TypeVar("StageT", bound="Stage")
 
 __all__ = [
     "AggregationResult",
@@ -39,9 +44,12 @@ class AggregationResult(NamedTuple):
     metrics : dict[str, Any]
         ``rule`` (aggregator class name), ``n`` (rows handed in), ``n_aggregated`` (rows that
         reached the aggregator, after pre-aggregation), ``pre_aggregators`` (their class names,
-        in order) and ``dropped_nonfinite`` (indices, into the rows the aggregator saw, of
-        rows left out because they held NaN or ±inf; ``[]`` for rules that do not leave rows
-        out).
+        in order) and ``dropped_nonfinite`` (indices, into the rows handed in, of the rows a
+        stage left out because they held NaN or ±inf — the non-finite-row policy of every
+        rule, see ``docs/kernels.md``; ``[]`` when none was, and always for
+        ``FedAvg(nonfinite="propagate")``). A row that only becomes non-finite after
+        :class:`Bucketing` renumbered the rows (a bucket mean that overflowed) stands for no
+        single input row: it is left out and counted, but not listed.
     """
 
     update: Tensor
@@ -62,12 +70,24 @@ class Stage:
     def __post_init__(self) -> None:
         check_parameters(self)
 
+    @classmethod
+    def _budget_field(cls) -> str | None:
+        """The setting holding the Byzantine budget f (its constraint is ``BYZANTINE``), if any.
+
+        Rows a stage drops for being non-finite count against the budgets of the stages after
+        it (see :func:`run_stages`).
+        """
+        return next((name for name, c in cls._constraints.items() if c is BYZANTINE), None)
+
 
 @dataclass(frozen=True)
 class PreAggregator(Stage):
     """A stage that maps ``(updates, weights)`` to new ``(updates', weights')``."""
 
     kind: ClassVar[str] = "pre-aggregator"
+    _renumbers: ClassVar[bool] = False
+    """Whether output rows stand for other rows than the input's (True for Bucketing); else
+    output row i is the i-th input row that the stage kept."""
 
     def apply(
         self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None
@@ -104,10 +124,6 @@ class Aggregator(Stage):
         """Call this rule's kernel."""
         raise NotImplementedError
 
-    def _drops_nonfinite(self) -> bool:
-        """Whether the kernel leaves out rows holding NaN or ±inf (reported in metrics)."""
-        return False
-
     @property
     def pre_aggregators(self) -> tuple[PreAggregator, ...]:
         """No pre-aggregators: ``()``."""
@@ -130,6 +146,39 @@ class Aggregator(Stage):
         return run_stages((), self, updates, weights, generator)
 
 
+def _with_upstream_drops(stage: StageT, upstream: int) -> StageT:
+    """``stage`` with its Byzantine budget lowered by ``upstream`` rows dropped before it.
+
+    A row an earlier stage dropped for being non-finite is one of the f faulty clients this
+    stage tolerates too, exactly as if the stage had dropped it itself.
+    """
+    name = stage._budget_field()
+    if not upstream or name is None:
+        return stage
+    f = int(getattr(stage, name))
+    if upstream > f:
+        raise ValidationError(
+            f"{type(stage).__name__}: {upstream} non-finite rows left out by earlier stages "
+            f"exceed {name}={f}"
+        )
+    return dataclasses.replace(stage, **{name: f - upstream})
+
+
+@contextmanager
+def _explained(stage: Stage, lowered: Stage, upstream: int) -> Iterator[None]:
+    """Say, in a refusal of a stage whose budget was lowered, what it was lowered from."""
+    try:
+        yield
+    except ValidationError as error:
+        name = stage._budget_field()
+        if lowered is stage or name is None:
+            raise
+        raise ValidationError(
+            f"{error} ({type(stage).__name__}.{name}={getattr(stage, name)} less {upstream} "
+            "non-finite rows left out by earlier stages)"
+        ) from error
+
+
 def run_stages(
     pre_aggregators: Sequence[PreAggregator],
     aggregator: Aggregator,
@@ -137,19 +186,44 @@ def run_stages(
     weights: Tensor | None,
     generator: Generator | None,
 ) -> AggregationResult:
-    """Apply ``pre_aggregators`` in order, then ``aggregator``; collect the metrics."""
+    """Apply ``pre_aggregators`` in order, then ``aggregator``; collect the metrics.
+
+    Every kernel drops the rows holding NaN or ±inf and counts them against its own f (the
+    policy in ``docs/kernels.md``); here the rows a stage dropped also count against the f of
+    every later stage, and the dropped rows are reported as indices into ``updates``.
+    """
     rows, row_weights = updates, weights
-    for stage in pre_aggregators:
-        rows, row_weights = stage.apply(rows, row_weights, generator=generator)
-    update = aggregator._reduce(rows, row_weights)
+    origin: list[int] | None = None  # input index of every current row; None: row i is input i
+    named = True  # False once a stage renumbered the rows
     dropped: list[int] = []
-    if aggregator._drops_nonfinite():
-        dropped = [int(i) for i in kernels.nonfinite_rows(rows).nonzero().flatten().tolist()]
+    upstream = 0
+
+    def record(log: list[list[int]], rows_in: Tensor) -> None:
+        nonlocal origin, upstream
+        bad = sorted({i for call in log for i in call})
+        upstream += len(bad)
+        if not bad or not named:
+            return
+        dropped.extend(bad if origin is None else [origin[i] for i in bad])
+        gone = set(bad)
+        current = range(int(rows_in.shape[0])) if origin is None else origin
+        origin = [j for i, j in enumerate(current) if i not in gone]
+
+    for stage in pre_aggregators:
+        rows_in, lowered = rows, _with_upstream_drops(stage, upstream)
+        with recording_drops() as log, _explained(stage, lowered, upstream):
+            rows, row_weights = lowered.apply(rows, row_weights, generator=generator)
+        record(log, rows_in)
+        named = named and not stage._renumbers
+    lowered_aggregator = _with_upstream_drops(aggregator, upstream)
+    with recording_drops() as log, _explained(aggregator, lowered_aggregator, upstream):
+        update = lowered_aggregator._reduce(rows, row_weights)
+    record(log, rows)
     metrics: dict[str, Any] = {
         "rule": type(aggregator).__name__,
         "n": int(updates.shape[0]),
         "n_aggregated": int(rows.shape[0]),
         "pre_aggregators": [type(stage).__name__ for stage in pre_aggregators],
-        "dropped_nonfinite": dropped,
+        "dropped_nonfinite": sorted(dropped),
     }
     return AggregationResult(update, metrics)

@@ -25,7 +25,7 @@ class GeometricMedian(Aggregator):
 
     Weiszfeld 1937; Pillutla et al. 2022, "Robust Aggregation for Federated Learning".
     Breakdown point 1/2 without knowing f. Rows holding NaN or ±inf are left out (reported
-    in the metrics). Calls :func:`velocity.kernels.geometric_median`.
+    in the metrics), as by every rule. Calls :func:`velocity.kernels.geometric_median`.
 
     Parameters
     ----------
@@ -56,9 +56,6 @@ class GeometricMedian(Aggregator):
             updates, weights, tol=self.tol, max_iter=self.max_iter, eps=self.eps, init=self.init
         )
 
-    def _drops_nonfinite(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class CenteredClipping(Aggregator):
@@ -66,8 +63,9 @@ class CenteredClipping(Aggregator):
 
     Karimireddy et al. 2021, "Learning from History for Byzantine Robust Optimization".
     Each update's pull on the estimate is clipped to radius ``c_tau``, so f clients move it
-    by at most ``f · c_tau / n`` per iteration. Rows holding NaN or ±inf contribute nothing
-    (reported in the metrics). Calls :func:`velocity.kernels.centered_clipping`.
+    by at most ``f · c_tau / n`` per iteration. Rows holding NaN or ±inf are left out
+    (reported in the metrics), as by every rule. Calls
+    :func:`velocity.kernels.centered_clipping`.
 
     Parameters
     ----------
@@ -98,18 +96,15 @@ class CenteredClipping(Aggregator):
             updates, weights, c_tau=self.c_tau, M=self.M, eps=self.eps, init=self.init
         )
 
-    def _drops_nonfinite(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class CAF(Aggregator):
     """Covariance-bound agnostic filter: down-weight rows along the top covariance direction.
 
     Allouah, Guerraoui & Stephan 2025, "Towards Trustworthy Federated Learning with Untrusted
-    Participants". Needs no bound on the honest covariance. Rows holding NaN or ±inf start
-    with weight 0 (reported in the metrics). Calls :func:`velocity.kernels.caf`; needs
-    ``n > 2f``.
+    Participants". Needs no bound on the honest covariance. Rows holding NaN or ±inf are left
+    out and count against f (reported in the metrics), as by every rule with f. Calls
+    :func:`velocity.kernels.caf`; needs ``n > 2f``.
 
     Parameters
     ----------
@@ -123,6 +118,3 @@ class CAF(Aggregator):
 
     def _reduce(self, updates: Tensor, weights: Tensor | None) -> Tensor:
         return kernels.caf(updates, weights, f=self.f)
-
-    def _drops_nonfinite(self) -> bool:
-        return True

@@ -38,6 +38,7 @@ class Bucketing(PreAggregator):
     bucket_size: int
 
     _constraints: ClassVar[Mapping[str, Constraint]] = {"bucket_size": Integer(low=1)}
+    _renumbers: ClassVar[bool] = True
 
     def apply(
         self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None

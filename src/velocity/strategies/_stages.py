@@ -69,8 +69,8 @@ class AggregateStage:
 
     Randomness (``Bucketing``) comes from ``ctx.generator("aggregate")``. Metrics are the
     strategy's (``rule``, ``n``, ``n_aggregated``, ``pre_aggregators``,
-    ``dropped_nonfinite``) plus ``dropped_nonfinite_clients`` (ids; when no pre-aggregator
-    renumbered the rows), ``total_samples`` and ``server_optimizer`` (class name or None).
+    ``dropped_nonfinite``: indices into the batch's rows) plus ``dropped_nonfinite_clients``
+    (the ids of those rows), ``total_samples`` and ``server_optimizer`` (class name or None).
     """
 
     strategy: Strategy
@@ -89,9 +89,8 @@ class AggregateStage:
         weights = torch.tensor(counts, dtype=torch.float64, device=x.rows.device)
         result = self.strategy.aggregate(x.rows, weights, generator=ctx.generator("aggregate"))
         metrics: dict[str, Any] = dict(result.metrics)
-        if not self.strategy.pre_aggregators:
-            dropped = metrics.get("dropped_nonfinite", [])
-            metrics["dropped_nonfinite_clients"] = [x.client_ids[int(i)] for i in dropped]
+        dropped = metrics.get("dropped_nonfinite", [])
+        metrics["dropped_nonfinite_clients"] = [x.client_ids[int(i)] for i in dropped]
         metrics["total_samples"] = sum(counts)
         optimizer = self.strategy.server_optimizer
         metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
