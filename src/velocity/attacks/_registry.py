@@ -112,7 +112,7 @@ def parse_attack(spec: str | Mapping[str, Any] | Attack) -> Attack:
     """An attack from its name or ``{"type": name, **params}``.
 
     >>> parse_attack({"type": "little", "f": 2})
-    Little(f=2, N=None)
+    Little(f=2, N=None, z=None)
     >>> parse_attack("SignFlipAttack")
     SignFlip(scale=-1.0)
     """

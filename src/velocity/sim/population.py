@@ -35,7 +35,33 @@ class Population(Protocol):
     def sizes(self) -> Tensor: ...
 
 
-class ClientPopulation:
+class _Indexed:
+    """Client ids ``"client-<i>"`` zero-padded to the population's width (so they sort in
+    index order), and their inverse: what every population shares."""
+
+    _num_clients: int
+    _width: int
+
+    def _name_clients(self, num_clients: int) -> None:
+        self._num_clients = num_clients
+        self._width = len(str(num_clients - 1))
+
+    @property
+    def num_clients(self) -> int:
+        return self._num_clients
+
+    def client_id(self, index: int) -> str:
+        return f"client-{index:0{self._width}d}"
+
+    def index_of(self, client_id: str) -> int:
+        """Inverse of :meth:`client_id`."""
+        index = client_index(client_id)
+        if not 0 <= index < self._num_clients:
+            raise ValidationError(f"unknown client id {client_id!r}")
+        return index
+
+
+class ClientPopulation(_Indexed):
     """``num_clients`` registered clients whose data are ranges of one index array.
 
     Client ``i`` owns ``order[offsets[i]:offsets[i + 1]]`` — the CSR layout of
@@ -61,26 +87,12 @@ class ClientPopulation:
             raise ValidationError("ClientPopulation: offsets must be non-decreasing")
         self._order = order
         self._offsets = offsets.to(torch.int64)
-        self._width = len(str(self.num_clients - 1))
+        self._name_clients(int(offsets.numel()) - 1)
 
     @classmethod
     def from_partition(cls, partition: object) -> ClientPopulation:
         """From any object with ``order`` and ``offsets`` tensors (a data Partition)."""
         return cls(partition.order, partition.offsets)  # type: ignore[attr-defined]
-
-    @property
-    def num_clients(self) -> int:
-        return int(self._offsets.numel()) - 1
-
-    def client_id(self, index: int) -> str:
-        return f"client-{index:0{self._width}d}"
-
-    def index_of(self, client_id: str) -> int:
-        """Inverse of :meth:`client_id`."""
-        index = client_index(client_id)
-        if not 0 <= index < self.num_clients:
-            raise ValidationError(f"unknown client id {client_id!r}")
-        return index
 
     def indices(self, index: int) -> Tensor:
         """The sample indices of client ``index`` (a view, no copy)."""
@@ -94,7 +106,7 @@ class ClientPopulation:
         return self._offsets[1:] - self._offsets[:-1]
 
 
-class VirtualPopulation:
+class VirtualPopulation(_Indexed):
     """``num_clients`` clients of ``samples_per_client`` samples each, drawn from a pool.
 
     Client ``i`` owns a window of one fixed random permutation of the ``pool_size`` samples,
@@ -118,27 +130,12 @@ class VirtualPopulation:
             )
         from velocity._random import torch_generator
 
-        self._num_clients = num_clients
+        self._name_clients(num_clients)
         self._pool = pool_size
         self._spc = samples_per_client
         self._seed = seed
         self._perm = torch.randperm(pool_size, generator=torch_generator(seed, "virtual-pool"))
-        self._width = len(str(num_clients - 1))
         self._steps = torch.arange(samples_per_client)
-
-    @property
-    def num_clients(self) -> int:
-        return self._num_clients
-
-    def client_id(self, index: int) -> str:
-        return f"client-{index:0{self._width}d}"
-
-    def index_of(self, client_id: str) -> int:
-        """Inverse of :meth:`client_id`."""
-        index = client_index(client_id)
-        if not 0 <= index < self._num_clients:
-            raise ValidationError(f"unknown client id {client_id!r}")
-        return index
 
     def indices(self, index: int) -> Tensor:
         from velocity._random import derive_seed
@@ -153,7 +150,7 @@ class VirtualPopulation:
         return torch.full((self._num_clients,), self._spc, dtype=torch.int64)
 
 
-class UniformPopulation:
+class UniformPopulation(_Indexed):
     """``num_clients`` clients of ``samples`` notional examples each, with no arrays at all.
 
     Client ``i`` owns examples ``i·samples … (i+1)·samples − 1`` of a virtual index space, so
@@ -171,23 +168,8 @@ class UniformPopulation:
                 "UniformPopulation needs num_clients >= 1 and samples >= 0; got "
                 f"{num_clients}, {samples}"
             )
-        self._num_clients = num_clients
+        self._name_clients(num_clients)
         self._samples = samples
-        self._width = len(str(num_clients - 1))
-
-    @property
-    def num_clients(self) -> int:
-        return self._num_clients
-
-    def client_id(self, index: int) -> str:
-        return f"client-{index:0{self._width}d}"
-
-    def index_of(self, client_id: str) -> int:
-        """Inverse of :meth:`client_id`."""
-        index = client_index(client_id)
-        if not 0 <= index < self._num_clients:
-            raise ValidationError(f"unknown client id {client_id!r}")
-        return index
 
     def indices(self, index: int) -> Tensor:
         return torch.arange(index * self._samples, (index + 1) * self._samples)

@@ -122,7 +122,7 @@ class FractionSampler:
     >>> from velocity.sim.population import ClientPopulation
     >>> pop = ClientPopulation(torch.arange(10), torch.arange(11))
     >>> FractionSampler(pop, fraction=0.3, min_clients=1, seed=0).sample(1)
-    ['client-1', 'client-3', 'client-7']
+    ['client-1', 'client-6', 'client-7']
     """
 
     population: Population
