@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import reprlib
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
@@ -55,6 +56,7 @@ __all__ = [
     "check_value",
     "constraints_of",
     "error_message",
+    "short_repr",
 ]
 
 ERROR_TEMPLATE: Final = "{owner}.{name} must be {expected}; got {value!r}"
@@ -281,20 +283,32 @@ class Described:
         return self.inner.convert(value)
 
 
+def _bounded_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
+    short.maxlevel = 3
+    return short
+
+
+_REPR: Final = _bounded_repr()
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` bounded (strings and other reprs to 80 characters, containers to 8
+    items and 3 levels): an error message never prints a whole huge value."""
+    text: str = _REPR.repr(value)
+    return text
+
+
 class _Short:
-    """A value whose ``repr`` is bounded (an error message never prints a whole huge value)."""
+    """A value whose ``repr`` is :func:`short_repr`."""
 
     def __init__(self, value: object) -> None:
         self.value = value
 
     def __repr__(self) -> str:
-        import reprlib
-
-        short = reprlib.Repr()
-        short.maxstring = short.maxother = 80
-        short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
-        short.maxlevel = 3
-        return short.repr(self.value)
+        return short_repr(self.value)
 
 
 def error_message(owner: str, name: str, value: object, constraint: Constraint) -> str:

@@ -900,19 +900,6 @@ def _number(value: object) -> str:
     return str(value)
 
 
-def _bounded_repr() -> Any:
-    import reprlib
-
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = 80
-    short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
-    short.maxlevel = 3
-    return short
-
-
-_REPR = _bounded_repr()
-
-
 def _show(value: object) -> str:
     """A value as a YAML writer would recognise it, shortened."""
     if value is None:
@@ -921,7 +908,9 @@ def _show(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and not math.isfinite(value):
         return {math.inf: ".inf", -math.inf: "-.inf"}.get(value, ".nan")
-    text: str = _REPR.repr(value)
+    from velocity._validation import short_repr
+
+    text = short_repr(value)
     if isinstance(value, Mapping | list | tuple | set):
         text = f"{text} ({type(value).__name__})"
     return text if len(text) <= 80 else text[:77] + "..."

@@ -33,6 +33,7 @@ from velocity._validation import (
     check_value,
     constraints_of,
     error_message,
+    short_repr,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "check_value",
     "constraints_of",
     "error_message",
+    "short_repr",
 ]
 
 # Types and entries shared by several tables.

@@ -64,12 +64,15 @@ def _no_constant(name: str) -> object:
 def _unframe(
     data: bytes,
     *,
-    what: str,
+    kind: str,
     names: tuple[str, ...],
     keys: frozenset[str],
     d: int,
-    max_bytes: int,
+    max_bytes: int | None,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The checked header and tensors of a ``kind`` frame (``"task"`` or ``"update"``)."""
+    what = f"{kind} frame"
+    max_bytes = max_bytes or _limit(d)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"{what}: expected bytes; got {type(data).__name__}")
     data = bytes(data)
@@ -93,6 +96,8 @@ def _unframe(
     unknown = sorted(set(header) - keys)
     if unknown:
         raise ProtocolError(f"{what}: unknown header keys {unknown}")
+    if header.get("kind") != kind:
+        raise ProtocolError(f"{what}: kind is {header.get('kind')!r}, not {kind!r}")
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -191,15 +196,8 @@ def decode_task(data: bytes, *, d: int, max_bytes: int | None = None) -> ClientT
     """Inverse of :func:`encode_task`; ``d`` is the model size the receiver expects."""
     what = "task frame"
     header, tensors = _unframe(
-        data,
-        what=what,
-        names=("params",),
-        keys=_TASK_KEYS,
-        d=d,
-        max_bytes=max_bytes or _limit(d),
+        data, kind="task", names=("params",), keys=_TASK_KEYS, d=d, max_bytes=max_bytes
     )
-    if header.get("kind") != "task":
-        raise ProtocolError(f"{what}: kind is {header.get('kind')!r}, not 'task'")
     config = _field(header, "config", dict, what)
     _plain_numbers(config, what, "config")
     try:
@@ -260,15 +258,8 @@ def decode_update(data: bytes, *, d: int, max_bytes: int | None = None) -> Clien
     """Inverse of :func:`encode_update`; ``d`` is the model size the server expects."""
     what = "update frame"
     header, tensors = _unframe(
-        data,
-        what=what,
-        names=("delta",),
-        keys=_UPDATE_KEYS,
-        d=d,
-        max_bytes=max_bytes or _limit(d),
+        data, kind="update", names=("delta",), keys=_UPDATE_KEYS, d=d, max_bytes=max_bytes
     )
-    if header.get("kind") != "update":
-        raise ProtocolError(f"{what}: kind is {header.get('kind')!r}, not 'update'")
     loss = _number(header, "loss", what)
     digest = header.get("digest")
     if digest is not None and not isinstance(digest, str):
