@@ -18,6 +18,9 @@ MODULES = [
     "velocity.sim",
     "velocity.server",
     "velocity.experiments",
+    "velocity.governance",
+    "velocity.metrics",
+    "velocity.secagg",
 ]
 
 

@@ -47,10 +47,12 @@ from velocity.strategies import (
     MoNNA,
     MultiKrum,
     Pipeline,
+    QFedAvg,
     ServerSGD,
     TrimmedMean,
     describe_strategies,
     parse_strategy,
+    resolve_lipschitz,
     to_dict,
 )
 
@@ -85,6 +87,7 @@ EXAMPLE: dict[type, Any] = {
     CenteredClipping: CenteredClipping(c_tau=1.0),
     CGE: CGE(f=2),
     CAF: CAF(f=2),
+    QFedAvg: QFedAvg(q=2.0, lipschitz=10.0),
     Bucketing: Bucketing(bucket_size=2),
     Clip: Clip(),
     ARC: ARC(f=2),
@@ -125,6 +128,7 @@ VALID: dict[type, st.SearchStrategy[Any]] = {
     ),
     CGE: st.builds(CGE, f=counts),
     CAF: st.builds(CAF, f=counts),
+    QFedAvg: st.builds(QFedAvg, q=nonnegative, lipschitz=st.none() | positive),
     Bucketing: st.builds(Bucketing, bucket_size=positive_counts),
     Clip: st.builds(Clip, threshold=nonnegative),
     ARC: st.builds(ARC, f=counts),
@@ -139,8 +143,16 @@ VALID: dict[type, st.SearchStrategy[Any]] = {
 aggregators = st.one_of([VALID[cls] for cls in ALL_STRATEGIES])
 pre_aggregators = st.one_of([VALID[cls] for cls in PRE_AGGREGATORS])
 server_optimizers = st.one_of([VALID[cls] for cls in SERVER_OPTIMIZERS])
+
+
+def _pipeline(pre: list[Any], agg: Any, opt: list[Any]) -> Pipeline:
+    """A valid Pipeline: a rule that weighs rows by loss takes no row-mixing stage before it."""
+    allowed = [p for p in pre if not (agg.needs_losses and p._mixes)]
+    return Pipeline(*allowed, agg, *opt)
+
+
 pipelines = st.builds(
-    lambda pre, agg, opt: Pipeline(*pre, agg, *opt),
+    _pipeline,
     st.lists(pre_aggregators, max_size=3),
     aggregators,
     st.lists(server_optimizers, max_size=1),
@@ -178,7 +190,7 @@ def test_registries_hold_the_right_kinds() -> None:
     assert {cls.kind for cls in ALL_STRATEGIES} == {"aggregator"}
     assert {cls.kind for cls in PRE_AGGREGATORS} == {"pre-aggregator"}
     assert {cls.kind for cls in SERVER_OPTIMIZERS} == {"server-optimizer"}
-    assert len(ALL_STRATEGIES) == 15
+    assert len(ALL_STRATEGIES) == 16
 
 
 def test_strategy_alias_is_the_union_of_aggregators_and_pipeline() -> None:
@@ -289,6 +301,10 @@ BAD: list[tuple[type, str, Any, str]] = [
     (CenteredClipping, "init", "last", "one of 'mean', 'median', 'zero'"),
     (CGE, "f", -1, "an int >= 0"),
     (CAF, "f", 1.5, "an int >= 0"),
+    (QFedAvg, "q", -0.5, "a finite float >= 0"),
+    (QFedAvg, "q", math.inf, "a finite float >= 0"),
+    (QFedAvg, "lipschitz", 0.0, "None or a finite float > 0"),
+    (QFedAvg, "lipschitz", "1", "None or a finite float > 0"),
     (Bucketing, "bucket_size", 0, "an int >= 1"),
     (Clip, "threshold", -2.0, "a finite float >= 0"),
     (ARC, "f", -1, "an int >= 0"),
@@ -596,7 +612,14 @@ DIRECT: list[tuple[Any, Kernel]] = [
     ),
     (CGE(f=3), lambda x, w: K.cge(x, f=3)),
     (CAF(f=2), lambda x, w: K.caf(x, f=2)),
+    (QFedAvg(q=2.0, lipschitz=10.0), lambda x, w: K.qfedavg(x, LOSSES, w, q=2.0, lipschitz=10.0)),
+    (QFedAvg(q=0), lambda x, w: K.qfedavg(x, LOSSES, q=0.0, lipschitz=1.0)),
 ]
+LOSSES = torch.linspace(0.5, 3.0, 11, dtype=torch.float64)
+"""Per-row losses for the rules that weigh rows by them (QFedAvg)."""
+SELECTING = {Krum, MultiKrum, Bulyan, MDA, SMEA, MoNNA, CGE, CAF}
+"""The rules that report the rows they left out wholesale (``excluded``); see the
+AggregationResult docstring."""
 
 
 def test_every_aggregator_has_a_direct_kernel_case() -> None:
@@ -607,10 +630,16 @@ def test_every_aggregator_has_a_direct_kernel_case() -> None:
 def test_aggregate_equals_the_kernel(strategy: Any, kernel: Kernel) -> None:
     x = sample()
     weights = torch.arange(1.0, 12.0)
+    extra = {"losses": LOSSES} if strategy.needs_losses else {}
     for w in (None, weights):
-        result = strategy.aggregate(x, w)
+        if strategy.needs_losses and strategy.lipschitz is None:
+            with pytest.raises(ConfigurationError, match="lipschitz is None"):
+                strategy.aggregate(x, w, **extra)
+            strategy = resolve_lipschitz(strategy, lr=1.0)
+        result = strategy.aggregate(x, w, **extra)
         expected = kernel(x, w)
         assert torch.equal(result.update, expected)
+        excluded = result.metrics.pop("excluded")
         assert result.metrics == {
             "rule": type(strategy).__name__,
             "n": 11,
@@ -618,7 +647,13 @@ def test_aggregate_equals_the_kernel(strategy: Any, kernel: Kernel) -> None:
             "pre_aggregators": [],
             "dropped_nonfinite": [],
         }
-        assert torch.equal(Pipeline(strategy).aggregate(x, w).update, expected)
+        if type(strategy) in SELECTING:
+            assert isinstance(excluded, list)
+            assert excluded == sorted(set(excluded))
+            assert set(excluded) <= set(range(11))
+        else:
+            assert excluded is None
+        assert torch.equal(Pipeline(strategy).aggregate(x, w, **extra).update, expected)
 
 
 @pytest.mark.parametrize(
@@ -692,6 +727,7 @@ def test_pipeline_applies_pre_aggregators_in_order() -> None:
         "n_aggregated": 12,
         "pre_aggregators": ["Clip", "NNM", "ARC"],
         "dropped_nonfinite": [],
+        "excluded": None,  # NNM mixed the rows: a row left out is no one client
     }
     swapped = Pipeline(NNM(f=2), Clip(threshold=1.5), ARC(f=1), MultiKrum(f=2, m=3))
     assert not torch.equal(swapped.aggregate(x).update, expected)
@@ -840,6 +876,7 @@ def test_docstrings_name_the_kernel(cls: type) -> None:
 
 MODULES = [
     "velocity.strategies",
+    "velocity.strategies._fair",
     "velocity.strategies._parse",
     "velocity.strategies._pipeline",
     "velocity.strategies._registry",

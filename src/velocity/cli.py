@@ -9,6 +9,13 @@
     velocity strategies [--json]    list every registered strategy stage
     velocity attacks [--json]       list every attack
     velocity backends [--json]      list every client backend (where simulated clients run)
+    velocity audit verify RUN_DIR [--public-key HEX] [--require-signature]
+                                    check a run's audit chain, signature and file digests
+    velocity audit keygen PATH      a new Ed25519 signing key for governance.sign
+    velocity audit erase RUN_DIR --client ID --reason TEXT [--signing-key PATH]
+                                    erase a client's personal record; the chain stays valid
+    velocity replay MANIFEST [--output-dir DIR]
+                                    re-run a replay manifest, compare the model chain
     velocity version                print the installed version
     velocity --version              print ``velocityfl VERSION`` and exit
 
@@ -362,6 +369,80 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_audit_verify(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.governance import verify_run
+
+    report = verify_run(
+        args.run_dir,
+        trusted_public_key=args.public_key,
+        require_signature=args.require_signature,
+    )
+    signer = f", signed by {report.signer}" if report.signed else ", not signed"
+    if report.ok:
+        print(
+            f"verified: {report.events} events, {report.files_checked} files{signer}",
+            file=out,
+        )
+        return EXIT_OK
+    where = (
+        f" (first broken event: {report.first_broken_event})"
+        if report.first_broken_event is not None
+        else ""
+    )
+    print(f"FAILED{where}", file=out)
+    for problem in report.problems:
+        print(f"  {problem.where}: {problem.message}", file=out)
+    return EXIT_ERROR
+
+
+def _cmd_audit_keygen(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.governance import generate_signing_key
+
+    public = generate_signing_key(args.path)
+    print(f"wrote {args.path} (Ed25519 private key, mode 0600)", file=out)
+    print(f"public key: {public}", file=out)
+    return EXIT_OK
+
+
+def _cmd_audit_erase(args: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    from velocity.governance import erase_client, load_signing_key
+
+    key = None if args.signing_key is None else load_signing_key(Path(args.signing_key))
+    erase_client(
+        Path(args.run_dir) / "governance", args.client, reason=args.reason, signing_key=key
+    )
+    print(f"erased the personal record of {args.client}; the chain records the erasure", file=out)
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from velocity.experiments.governance import replay
+
+    def show(round_: int, recorded: str, replayed: str | None, same: bool) -> None:
+        mark = "identical" if same else "DIFFERENT"
+        got = "missing" if replayed is None else replayed[:16]
+        print(f"round {round_:>4}  {recorded[:16]}  {got:<16}  {mark}", file=out)
+
+    print("round  recorded chain    replayed chain    result", file=out)
+    if args.output_dir is None:
+        with tempfile.TemporaryDirectory(prefix="velocity-replay-") as tmp:
+            report = replay(args.manifest, output_dir=Path(tmp) / "replay", on_round=show)
+    else:
+        report = replay(args.manifest, output_dir=Path(args.output_dir), on_round=show)
+    for line in report.environment_differences:
+        print(f"note: {line}", file=out)
+    if report.identical:
+        print(f"identical: all {len(report.rows)} links of the model chain reproduce", file=out)
+        return EXIT_OK
+    print(f"DIFFERENT: the chain first differs at round {report.first_mismatch}", file=out)
+    return EXIT_ERROR
+
+
 def _cmd_bench_robustness(args: argparse.Namespace, out: TextIO) -> int:
     from pathlib import Path
 
@@ -650,6 +731,71 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="one line per cell on stderr instead of a bar"
     )
     robustness.set_defaults(handler=_cmd_bench_robustness)
+
+    audit = add_command(
+        commands,
+        "audit",
+        help="check, sign and erase in a run's governance files",
+        description="The audit trail of a governed run (governance.enabled: true).",
+    )
+    audits = audit.add_subparsers(dest="audit", metavar="ACTION", required=True)
+    verify = add_command(
+        audits,
+        "verify",
+        help="check the hash chain, the signature and the run's file digests",
+        description=(
+            "Check RUN_DIR/governance: every event's hash and link, audit_log.json against "
+            "audit_log.jsonl, the signature, clients.json against its commitments and the "
+            "digest of every file the last event lists. Exits 0 when all hold, else 1 naming "
+            "the first broken event."
+        ),
+    )
+    verify.add_argument("run_dir", metavar="RUN_DIR", help="the run's output directory")
+    verify.add_argument(
+        "--public-key", metavar="HEX", help="the signer's Ed25519 public key to require"
+    )
+    verify.add_argument(
+        "--require-signature", action="store_true", help="fail when the log is not signed"
+    )
+    verify.set_defaults(handler=_cmd_audit_verify)
+    keygen = add_command(
+        audits,
+        "keygen",
+        help="write a new Ed25519 signing key",
+        description="Write a new Ed25519 private key (PKCS8 PEM, mode 0600) for governance.sign.",
+    )
+    keygen.add_argument("path", metavar="PATH", help="where to write the key (must not exist)")
+    keygen.set_defaults(handler=_cmd_audit_keygen)
+    erase = add_command(
+        audits,
+        "erase",
+        help="erase a client's personal record (the chain stays verifiable)",
+        description=(
+            "Delete a client's record from governance/clients.json and append an erasure "
+            "event; a signed log is re-signed (--signing-key required)."
+        ),
+    )
+    erase.add_argument("run_dir", metavar="RUN_DIR", help="the run's output directory")
+    erase.add_argument("--client", required=True, metavar="ID", help="the client id")
+    erase.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded)")
+    erase.add_argument("--signing-key", metavar="PATH", help="the key that signed the log")
+    erase.set_defaults(handler=_cmd_audit_erase)
+
+    replay_cmd = add_command(
+        commands,
+        "replay",
+        help="re-run a replay manifest and compare the model chain",
+        description=(
+            "Re-run the experiment a governance/replay_manifest.json records (same config, "
+            "seed and torch thread count) and report, round by round, whether the model hash "
+            "chain is identical. Exits 0 when it is, 1 otherwise."
+        ),
+    )
+    replay_cmd.add_argument("manifest", metavar="MANIFEST", help="replay_manifest.json")
+    replay_cmd.add_argument(
+        "--output-dir", metavar="DIR", help="keep the replay's outputs here (default: temporary)"
+    )
+    replay_cmd.set_defaults(handler=_cmd_replay)
 
     version = add_command(
         commands,

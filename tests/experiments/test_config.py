@@ -98,7 +98,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("privacy.epsilon", 0, "must be > 0; got 0"),
     ("privacy.delta", 1, "must be > 0 and < 1; got 1"),
     ("privacy.max_grad_norm", 0, "must be > 0; got 0"),
-    ("governance.enabled", True, "governance is not available yet in this version (planned)"),
+    ("governance.enabled", "yes", "must be true or false; got 'yes'"),
+    ("governance.sign", True, "true needs governance.signing_key, the path of an Ed25519"),
+    ("governance.signing_key", "", "must not be empty"),
+    ("metrics.client_eval", 1, "must be true or false; got 1"),
+    ("metrics.client_eval_samples", 0, "must be >= 1 and <= 100000; got 0"),
+    ("metrics.cosine_similarity", "on", "must be true or false"),
     ("governance.save_audit_log", 1, "must be true or false; got 1"),
     ("governance.save_replay_manifest", "no", "must be true or false"),
     ("async_fl.enabled", True, "async_fl is not available yet in this version (planned)"),
@@ -333,6 +338,7 @@ def test_defaults() -> None:
     assert config.simulation.straggler.enabled is False
     for section in (config.privacy, config.governance, config.async_fl, config.compression):
         assert section.enabled is False
+    assert not any(config.metrics.model_dump()[k] for k in ("client_eval", "cosine_similarity"))
     assert config.attacks == []
     assert config.output.checkpoint_every is None
     assert config.run_dir() == Path("outputs") / "t"

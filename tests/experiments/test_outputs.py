@@ -54,6 +54,7 @@ SUMMARY_KEYS = {
     "wall_time_s",
     "config_hash",
     "final_model_digest",
+    "credits",
     "written_at",
 }
 RECORD_KEYS = {
@@ -69,6 +70,7 @@ RECORD_KEYS = {
     "global_accuracy",
     "train_loss",
     "client_accuracy",
+    "samples",
     "bytes_up",
     "bytes_down",
     "duration_s",
@@ -123,6 +125,12 @@ def test_summary(written: tuple[RunResult, dict[str, Path], Path]) -> None:
     assert summary["config_hash"] == result.config_hash
     assert summary["final_model_digest"] == result.final_model_digest
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", str(summary["written_at"]))
+    credits = summary["credits"]["clients"]  # type: ignore[index]
+    for cid, record in credits.items():
+        selected = [r for r in result.rounds if cid in r.selected_client_ids]
+        assert record["rounds_selected"] == len(selected)
+        assert record["rounds_participated"] == sum(cid in r.participated for r in selected)
+        assert record["samples"] == sum(r.samples.get(cid, 0) for r in selected)
 
 
 def test_metrics(written: tuple[RunResult, dict[str, Path], Path]) -> None:

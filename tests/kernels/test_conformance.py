@@ -9,6 +9,12 @@ the one non-finite-row policy (docs/kernels.md): k rows holding NaN or ±inf are
 count against f — the result is the rule on the n − k finite rows with f − k, bit for bit —
 and k > f (rules with f) or k = n (every rule) raises ``ValidationError`` naming the rule and
 the counts.
+
+It also checks the selection log (``recording_selection``): every rule that computes its
+result from a subset of whole rows notes that subset, once per call, without changing a bit
+of the result, and the result is exactly what the noted rows give (Krum's row itself, the
+mean of Multi-Krum's rows, ...); the strategies report the complement as ``excluded``, mapped
+back to the input rows through non-renumbering pre-aggregators.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Rule:
     too_few: tuple[tuple[int, dict[str, Any], tuple[int, ...]], ...] = ()
     takes_f: bool = False
     policy: bool = True  # follows the non-finite-row policy (all but mean's "propagate")
+    per_row: tuple[str, ...] = ()  # settings with one value per row (qfedavg's losses)
 
     @property
     def f(self) -> int | None:
@@ -62,6 +69,12 @@ class Rule:
     def __call__(self, x: torch.Tensor, **extra: Any) -> Any:
         return self.fn(x, **{**self.params(), **extra})
 
+    def rows_of(self, idx: torch.Tensor | list[int]) -> dict[str, Any]:
+        """The per-row settings restricted (or permuted) to the rows ``idx``."""
+        settings = self.params()
+        index = torch.as_tensor(idx, dtype=torch.long)
+        return {name: settings[name][index] for name in self.per_row}
+
 
 def _gen() -> dict[str, Any]:
     return {"bucket_size": 3, "generator": torch.Generator().manual_seed(1234)}
@@ -69,6 +82,12 @@ def _gen() -> dict[str, Any]:
 
 def _f(f: int, **more: Any) -> Callable[[], dict[str, Any]]:
     return lambda: {"f": f, **more}
+
+
+def _losses(q: float, lipschitz: float = 10.0) -> Callable[[], dict[str, Any]]:
+    """qfedavg's settings: N per-row losses (distinct, positive), q and L."""
+    losses = torch.linspace(0.3, 2.9, N, dtype=torch.float64).flip(0)
+    return lambda: {"losses": losses.clone(), "q": q, "lipschitz": lipschitz}
 
 
 RULES: list[Rule] = [
@@ -123,6 +142,9 @@ RULES: list[Rule] = [
     Rule("centered_clipping-median", "centered_clipping", lambda: {"c_tau": 0.5, "init": "median"}),
     Rule("cge", "cge", _f(2), too_few=((5, {"f": 5}, (5,)),), takes_f=True),
     Rule("caf", "caf", _f(2), too_few=((6, {"f": 3}, (6, 3)),), takes_f=True),
+    Rule("qfedavg", "qfedavg", _losses(1.5), per_row=("losses",)),
+    Rule("qfedavg-q0", "qfedavg", _losses(0.0), per_row=("losses",)),
+    Rule("qfedavg-q05", "qfedavg", _losses(0.5, lipschitz=0.1), per_row=("losses",)),
     Rule("bucketing", "bucketing", _gen, pre=True, symmetric=False),
     Rule("clip", "clip", lambda: {"threshold": 1.0}, pre=True),
     Rule("arc", "arc", _f(2), pre=True, too_few=((4, {"f": 5}, (4, 5)),), takes_f=True),
@@ -268,7 +290,7 @@ def test_bucketing_generator_controls_the_permutation() -> None:
 def test_permutation_symmetry(rule: Rule) -> None:
     x, w = _data()
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(7))
-    out, out_perm = rule(x, weights=w), rule(x[perm], weights=w[perm])
+    out, out_perm = rule(x, weights=w), rule(x[perm], weights=w[perm], **rule.rows_of(perm))
     if rule.pre:
         torch.testing.assert_close(out_perm[0], out[0][perm], rtol=1e-12, atol=1e-12)
         if out[1] is not None:
@@ -345,6 +367,17 @@ BAD_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("bucketing", {"bucket_size": 2, "generator": 42}),
     ("clip", {"threshold": -1.0}),
     ("clip", {"threshold": float("inf")}),
+    ("qfedavg", {"losses": torch.ones(N), "q": -1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.ones(N), "q": math.nan, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.ones(N - 1), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.ones(N, 1), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": -torch.ones(N), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.full((N,), math.nan), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.full((N,), math.inf), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.ones(N, dtype=torch.bool), "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": [1.0] * N, "q": 1.0, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.zeros(N), "q": 0.5, "lipschitz": 1.0}),
+    ("qfedavg", {"losses": torch.zeros(N), "q": 2.0, "lipschitz": 1.0}),
 ]
 
 
@@ -443,6 +476,7 @@ _ALL_KERNELS = {
     "clip",
     "arc",
     "nnm",
+    "qfedavg",
 }
 
 
@@ -503,6 +537,7 @@ def _settings_on_finite(rule: Rule, keep: list[int]) -> dict[str, Any]:
         settings["f"] = rule.f - k
     if "reference_index" in settings:
         settings["reference_index"] = keep.index(settings["reference_index"])
+    settings.update(rule.rows_of(keep))
     return settings
 
 
@@ -705,3 +740,235 @@ def test_pipeline_reports_input_rows_through_pre_aggregators() -> None:
     assert result.metrics["dropped_nonfinite"] == [3, 8]
     assert result.metrics["n_aggregated"] == 5
     assert bool(torch.isfinite(result.update).all())
+
+
+def test_qfedavg_refuses_a_missing_or_bad_lipschitz_as_configuration() -> None:
+    """``lipschitz=None`` is the strategy's "use 1/lr"; reaching the kernel it is a setting
+    nobody filled in (ConfigurationError, not bad data)."""
+    from velocity.errors import ConfigurationError
+
+    x, _ = _data()
+    for bad in (None, 0.0, -1.0, math.inf, "1", True):
+        with pytest.raises(ConfigurationError, match="lipschitz"):
+            K.qfedavg(x, torch.ones(N), q=1.0, lipschitz=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the selection log
+
+# The kernels whose result is computed from a subset of whole rows (docs: AggregationResult).
+SELECTING = {"krum", "multi_krum", "bulyan", "mda", "smea", "monna", "cge", "caf"}
+AGGREGATOR_RULES = [r for r in RULES if not r.pre]
+WIDE = 3 * N  # d > n: the affine hull of fewer than n rows is a proper subspace
+
+
+def _wide(seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, WIDE, generator=g, dtype=torch.float64)
+    x[[1, 6]] += 8.0  # two outliers, so the robust rules do leave rows out
+    return x.to(dtype)
+
+
+def _noted(rule: Rule, x: torch.Tensor, **extra: Any) -> tuple[Any, list[Any]]:
+    from velocity.kernels._checks import recording_selection
+
+    with recording_selection() as log:
+        out = rule(x, **extra)
+    return out, list(log)
+
+
+def _closest_to_median_mean(rows: torch.Tensor, beta: int) -> torch.Tensor:
+    """Per coordinate, the mean of the ``beta`` values closest to the median (brute force)."""
+    import kernels_reference as ref
+
+    out = []
+    for column in rows.T.tolist():
+        med = ref._scalar_median(column)
+        closest = sorted(column, key=lambda v, med=med: abs(v - med))[:beta]
+        out.append(math.fsum(closest) / beta)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_selection_covers_every_selecting_rule() -> None:
+    """Exactly the row-selecting kernels note a selection, once per call; the others never."""
+    x = _wide()
+    noting = set()
+    for rule in AGGREGATOR_RULES:
+        _, log = _noted(rule, x)
+        assert len(log) in (0, 1), rule.id
+        if log:
+            noting.add(rule.name)
+            assert log[0].n == N
+            assert list(log[0].kept) == sorted(set(log[0].kept))
+    assert noting == SELECTING
+    for rule in [r for r in RULES if r.pre]:
+        assert _noted(rule, x)[1] == [], rule.id
+
+
+@pytest.mark.parametrize("rule", AGGREGATOR_RULES, ids=lambda r: r.id)
+def test_noting_changes_nothing(rule: Rule) -> None:
+    """Recording the selection reads the chosen indices only: bit-identical results."""
+    for dtype in (torch.float64, torch.float32):
+        x = _wide(3, dtype)
+        alone = rule(x)
+        noted, _ = _noted(rule, x)
+        assert torch.equal(alone, noted)
+
+
+SELECTING_RULES = [r for r in AGGREGATOR_RULES if r.name in SELECTING]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("rule", SELECTING_RULES, ids=lambda r: r.id)
+def test_result_is_what_the_noted_rows_give(rule: Rule, seed: int) -> None:
+    """The result is a combination of the noted rows only, and, rule by rule, exactly what
+    they give: Krum's row itself, the plain mean of the averaged subset, Bulyan's trimmed
+    coordinates of its selection. A combination of rows lies in their affine hull (a proper
+    subspace, since d > n); Bulyan's coordinate-wise step stays in their bounding box."""
+    x = _wide(seed)
+    out, log = _noted(rule, x)
+    kept = list(log[0].kept)
+    rows = x[kept]
+    f = rule.f or 0
+    if rule.name == "bulyan":
+        assert bool((out >= rows.min(dim=0).values).all())
+        assert bool((out <= rows.max(dim=0).values).all())
+    else:  # out - rows[0] in the span of rows[1:] - rows[0]
+        basis = (rows[1:] - rows[0]).T
+        target = out - rows[0]
+        if basis.shape[1]:
+            coef = torch.linalg.lstsq(basis, target[:, None]).solution
+            target = target - (basis @ coef)[:, 0]
+        assert float(target.norm()) <= 1e-9 * (1.0 + float(x.abs().max())), rule.id
+    if rule.name == "krum":
+        assert len(kept) == 1
+        assert torch.equal(out, x[kept[0]])
+    elif rule.name == "bulyan":
+        assert len(kept) == N - 2 * f
+        torch.testing.assert_close(
+            out, _closest_to_median_mean(rows, N - 4 * f), rtol=1e-12, atol=1e-12
+        )
+    elif rule.name == "caf":
+        assert len(kept) >= N - 2 * f  # the filter zeroes one weight per step at most
+    else:
+        m = rule.params().get("m") or N - f
+        assert len(kept) == m
+        torch.testing.assert_close(out, rows.mean(dim=0), rtol=1e-12, atol=1e-12)
+
+
+def test_a_wrong_index_list_would_be_caught() -> None:
+    """The check above fails for a selection off by one row (its power, shown once)."""
+    x = _wide(1)
+    out, log = _noted(next(r for r in RULES if r.id == "multi_krum"), x)
+    kept = list(log[0].kept)
+    left_out = next(i for i in range(N) if i not in kept)
+    wrong = [*kept[1:], left_out]
+    assert not torch.allclose(out, x[wrong].mean(dim=0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", SELECTING_RULES, ids=lambda r: r.id)
+def test_noted_rows_are_input_rows_when_nonfinite_rows_are_dropped(rule: Rule) -> None:
+    """With non-finite rows dropped first, the noted rows are named in the caller's rows and
+    never include a dropped one: the same rows as the rule on the finite rows."""
+    bad = (0, 9)
+    x = _poison(_wide(2), bad, (math.nan, math.inf), False)
+    _, log = _noted(rule, x)
+    keep = [i for i in range(N) if i not in bad]
+    _, finite_log = _noted(
+        Rule(rule.id, rule.name, lambda: _settings_on_finite(rule, keep)), x[torch.tensor(keep)]
+    )
+    assert not set(log[0].kept) & set(bad)
+    assert list(log[0].kept) == [keep[i] for i in finite_log[0].kept]
+
+
+# ---------------------------------------------------------------- the strategies report it
+
+# (strategy, rows it uses from N rows one of which is non-finite: n' = N - 1, f' = f - 1)
+STRATEGY_SELECTING: list[tuple[Any, int]] = [
+    (S.Krum(f=2), 1),
+    (S.Krum(f=2, neighbors="n-f-1"), 1),
+    (S.MultiKrum(f=2), N - 2),
+    (S.MultiKrum(f=2, m=3), 3),
+    (S.Bulyan(f=2), (N - 1) - 2 * 1),
+    (S.MDA(f=2), N - 2),
+    (S.SMEA(f=2), N - 2),
+    (S.MoNNA(f=2, reference_index=3), N - 2),
+    (S.CGE(f=2), N - 2),
+    (S.CAF(f=2), -1),  # data-dependent
+]
+
+
+def test_every_selecting_strategy_is_listed() -> None:
+    """The strategies reporting ``excluded`` are exactly the table's; the others report None."""
+    x = _wide()
+    examples = {type(s): s for s, _ in STRATEGY_SELECTING}
+    others = [
+        S.FedAvg(),
+        S.FedProx(),
+        S.FedMedian(),
+        S.TrimmedMean(k=2),
+        S.MeaMed(f=2),
+        S.GeometricMedian(),
+        S.CenteredClipping(c_tau=1.0),
+    ]
+    covered = set(examples) | {type(s) for s in others} | {S.QFedAvg}
+    assert covered == set(S.ALL_STRATEGIES)
+    for strategy in [*examples.values(), *others]:
+        reported = strategy.aggregate(x).metrics["excluded"]
+        assert (reported is not None) == (type(strategy) in examples), strategy
+    qfedavg = S.QFedAvg(q=1.0, lipschitz=1.0).aggregate(x, losses=torch.ones(N))
+    assert qfedavg.metrics["excluded"] is None
+
+
+@pytest.mark.parametrize(("strategy", "used"), STRATEGY_SELECTING, ids=lambda v: repr(v)[:30])
+def test_strategies_report_excluded_rows(strategy: Any, used: int) -> None:
+    """``excluded`` is the complement of the rows used, the non-finite ones apart (those are
+    in ``dropped_nonfinite`` only), in the caller's numbering, through Clip and ARC too."""
+    bad = (4,)
+    x = _poison(_wide(5), bad, (math.nan,), True)
+    result = strategy.aggregate(x)
+    excluded = result.metrics["excluded"]
+    assert result.metrics["dropped_nonfinite"] == [4]
+    assert 4 not in excluded
+    assert excluded == sorted(excluded)
+    used_rows = [i for i in range(N) if i not in excluded and i not in bad]
+    if used > 0:
+        assert len(used_rows) == used
+    # the update is computed from the used rows only: recompute it from them
+    if isinstance(strategy, S.Krum):
+        assert torch.equal(result.update, x[used_rows[0]])
+    elif not isinstance(strategy, S.Bulyan | S.CAF):
+        torch.testing.assert_close(result.update, x[used_rows].mean(dim=0), rtol=1e-12, atol=1e-12)
+    # row-wise pre-aggregators keep the numbering; a no-op Clip changes nothing
+    piped = S.Pipeline(S.Clip(threshold=1e30), strategy).aggregate(x)
+    assert piped.metrics["excluded"] == excluded
+    assert torch.equal(piped.update, result.update)
+
+
+def test_excluded_maps_through_arc_and_is_none_after_mixing() -> None:
+    x = _wide(6) * 3
+    arced, _ = K.arc(x, f=2)
+    picked = K.krum(arced, f=2)
+    row = next(i for i in range(N) if torch.equal(arced[i], picked))
+    result = S.Pipeline(S.ARC(f=2), S.Krum(f=2)).aggregate(x)
+    assert result.metrics["excluded"] == [i for i in range(N) if i != row]
+    g = torch.Generator().manual_seed(0)
+    assert S.Pipeline(S.NNM(f=2), S.Krum(f=2)).aggregate(x).metrics["excluded"] is None
+    bucketed = S.Pipeline(S.Bucketing(bucket_size=2), S.Krum(f=1)).aggregate(x, generator=g)
+    assert bucketed.metrics["excluded"] is None
+    assert S.FedMedian().aggregate(x).metrics["excluded"] is None
+
+
+def test_aggregate_stage_names_the_excluded_clients() -> None:
+    from velocity.types import ParamSpec, StageContext
+
+    x = _wide(7).float()
+    ids = [f"c{i}" for i in range(N)]
+    spec = ParamSpec.from_sizes({"w": WIDE})
+    ctx = StageContext(0, 1, 0, spec, torch.zeros(WIDE))
+    batch = S.RoundBatch(rows=x, num_samples=[1] * N, client_ids=ids)
+    _, _, metrics = S.AggregateStage(S.MultiKrum(f=2, m=4)).apply(batch, {}, ctx)
+    assert metrics["excluded_clients"] == [ids[i] for i in metrics["excluded"]]
+    assert len(metrics["excluded_clients"]) == N - 4
+    _, _, metrics = S.AggregateStage(S.FedAvg()).apply(batch, {}, ctx)
+    assert metrics["excluded"] is None
+    assert metrics["excluded_clients"] is None

@@ -134,6 +134,7 @@ class Trainer:
         generator: torch.Generator,
         out: Tensor | None = None,
         config: TrainConfig | None = None,
+        initial_loss: bool = False,
     ) -> TrainResult:
         """Train from ``global_params`` on the client's examples ``x[indices]``.
 
@@ -154,6 +155,15 @@ class Trainer:
             ``global_params``.
         config : TrainConfig, optional
             This call's settings (a task's per-client overrides); the trainer's own by default.
+        initial_loss : bool
+            Also measure :math:`F_k(w^t)`, the mean loss of the *received* model
+            ``global_params`` over the client's examples, before any step: one pass without
+            gradients, as :meth:`evaluate` does (eval mode, example-weighted mean of
+            ``loss_fn``), reported as ``metrics["initial_loss"]``. q-FedAvg weighs clients
+            by it (Li et al. 2020, "Fair Resource Allocation in Federated Learning"). Off by
+            default: nothing is measured and the training is untouched; on, the update is
+            bit-identical to the one without it (the pass changes no parameter, buffer or
+            generator).
 
         Returns
         -------
@@ -168,6 +178,10 @@ class Trainer:
             the wrong shape, dtype or device.
         """
         config = self._config if config is None else config
+        if not isinstance(initial_loss, bool):
+            raise ConfigurationError(
+                f"train.initial_loss must be True or False; got {initial_loss!r}"
+            )
         n = self._check_data(x, y, indices)
         self._check_vector("global_params", global_params)
         if not isinstance(generator, torch.Generator):
@@ -183,6 +197,9 @@ class Trainer:
             if out.data_ptr() == global_params.data_ptr():
                 raise ValidationError("out must not be global_params itself")
 
+        received_loss = (
+            self.evaluate(global_params, x, y, indices=indices)[0] if initial_loss else None
+        )
         model = self._model
         device = self._device()
         start_params = self._load(global_params)
@@ -246,6 +263,8 @@ class Trainer:
             (total % steps_per_epoch) * batch_size, n
         )
         metrics: dict[str, float] = {"steps": float(total), "samples_seen": float(samples_seen)}
+        if received_loss is not None:
+            metrics["initial_loss"] = received_loss
         mean_loss = torch.stack(losses).mean()
         if classify:
             correct = (torch.cat(predictions) == torch.cat(targets)).sum()

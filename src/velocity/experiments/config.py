@@ -8,7 +8,9 @@ and the values it accepts)::
     client:       batch_size, local_epochs | local_steps, lr, momentum, weight_decay, prox_mu
     simulation:   partitioning, alpha, num_shards_per_client, dropout_rate,
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
-    privacy, governance, async_fl, compression   (validated; enabled: true is not available yet)
+    governance:   enabled, save_audit_log, save_replay_manifest, sign, signing_key
+    metrics:      weight_divergence, cosine_similarity, client_eval, client_eval_samples
+    privacy, async_fl, compression   (validated; enabled: true is not available yet)
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
     backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
@@ -73,6 +75,7 @@ __all__ = [
     "ExperimentConfig",
     "GovernanceConfig",
     "InvalidConfigError",
+    "MetricsConfig",
     "OutputConfig",
     "PrivacyConfig",
     "SimulationConfig",
@@ -241,13 +244,37 @@ class PrivacyConfig(_PlannedSection):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
-class GovernanceConfig(_PlannedSection):
-    """Hash chain, audit log and replay manifest — planned."""
+class GovernanceConfig(_Section):
+    """Governance mode: the hash-chained audit log, its signature and the replay manifest.
 
-    _section = "governance"
+    With ``enabled`` the run writes ``governance/`` (``docs/governance.md``): one audit event
+    per round (``save_audit_log``), ``replay_manifest.json`` (``save_replay_manifest``) and,
+    with ``sign``, an Ed25519 signature of the chain's head made with the PKCS8 PEM private
+    key at ``signing_key`` (``velocity audit keygen <path>`` makes one). Governance never
+    changes the model: the same config with it on or off gives the same digests.
+    """
 
+    enabled: bool = False
     save_audit_log: bool = True
     save_replay_manifest: bool = True
+    sign: bool = False
+    signing_key: str | None = Field(default=None, min_length=1)
+
+
+class MetricsConfig(_Section):
+    """Research metrics (``docs/metrics.md``), each off by default and free when off.
+
+    ``weight_divergence`` and ``cosine_similarity`` compare every aggregated update with the
+    round's aggregate; ``client_eval`` evaluates the global model on every client's held-out
+    split (``client_eval_samples`` test examples drawn to match the client's label
+    distribution, so the training data and the model stay exactly as without it) and reports
+    the accuracies' Gini coefficient and spread, on the rounds the global model is evaluated.
+    """
+
+    weight_divergence: bool = False
+    cosine_similarity: bool = False
+    client_eval: bool = False
+    client_eval_samples: int = Field(default=200, ge=1, le=100_000)
 
 
 class AsyncFLConfig(_PlannedSection):
@@ -346,6 +373,7 @@ class ExperimentConfig(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     async_fl: AsyncFLConfig = Field(default_factory=AsyncFLConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     attacks: list[Any] = Field(default_factory=list)
@@ -458,6 +486,17 @@ class ExperimentConfig(_Section):
         else:
             if not problems:
                 problems.extend(self._dry_run(plan))
+        governance = self.governance
+        if governance.sign and governance.signing_key is None:
+            problems.append(
+                "governance.sign: true needs governance.signing_key, the path of an Ed25519 "
+                "private key (make one with `velocity audit keygen <path>`)"
+            )
+        if governance.sign and not governance.save_audit_log:
+            problems.append(
+                "governance.sign: the signature covers the audit log; set "
+                "governance.save_audit_log: true"
+            )
         mu = _fedprox_mu(self.strategy_obj())
         if mu is not None:
             explicit = "prox_mu" in self.client.model_fields_set
@@ -484,14 +523,15 @@ class ExperimentConfig(_Section):
         from velocity.sim.adversary import SimulatedAdversary
         from velocity.sim.population import UniformPopulation
         from velocity.sim.sampling import select_clients
-        from velocity.strategies import RoundBatch
+        from velocity.strategies import RoundBatch, resolve_lipschitz
         from velocity.types import ParamSpec, StageContext
 
         training = self.training
         n = training.num_clients
         population = UniformPopulation(n, samples=1)
         adversary = SimulatedAdversary(plan, population)
-        strategy = self.strategy_obj()
+        strategy = resolve_lipschitz(self.strategy_obj(), self.client.lr)
+        needs_losses = strategy.aggregator.needs_losses
         spec = ParamSpec.from_sizes({"w": 2})
         rounds = {1}
         for attack_spec in plan.specs:
@@ -508,12 +548,16 @@ class ExperimentConfig(_Section):
                 rows=torch.zeros(len(picked), 2),
                 num_samples=[1] * len(picked),
                 client_ids=[population.client_id(int(c)) for c in picked],
+                losses=[1.0] * len(picked) if needs_losses else None,
             )
             try:
                 planned = adversary.prepare(round_, [int(c) for c in picked])
                 if planned is not None:
                     batch = adversary.craft(batch, planned, ctx)
-                strategy.aggregate(batch.rows, batch.weights, generator=ctx.generator("x"))
+                losses = None if batch.losses is None else torch.tensor(batch.losses)
+                strategy.aggregate(
+                    batch.rows, batch.weights, generator=ctx.generator("x"), losses=losses
+                )
             except ValueError as error:
                 problems.append(
                     f"round {round_} cannot run even with every selected client answering "

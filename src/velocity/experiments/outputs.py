@@ -22,10 +22,12 @@ import json
 import math
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from velocity.experiments.results import RunResult, jsonable
+from velocity.types import RoundResult
 
 __all__ = ["SCHEMA_VERSION", "build_summary", "write_outputs"]
 
@@ -41,7 +43,15 @@ def _last(values: list[float | None]) -> float | None:
 
 
 def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[str, Any]:
-    """The content of ``summary.json`` (``written_at`` is left out when ``None``)."""
+    """The content of ``summary.json`` (``written_at`` is left out when ``None``).
+
+    ``credits`` holds every client's contribution (:class:`velocity.governance.CreditTracker`:
+    samples, rounds selected and participated, accepted and excluded updates); ``research``
+    the last value of each research metric that was on; ``governance`` what governance
+    wrote, when it was on.
+    """
+    from velocity.experiments.governance import credits_of
+
     strategy = result.config.get("strategy")
     strategy_name = strategy.get("type") if isinstance(strategy, dict) else strategy
     training = result.config.get("training")
@@ -78,12 +88,40 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
         "config_hash": result.config_hash,
         "final_model_digest": result.final_model_digest,
     }
+    summary["credits"] = credits_of(result.rounds).to_dict()
+    research = research_summary(result.rounds)
+    if research:
+        summary["research"] = research
+    governance = result.config.get("governance")
+    if isinstance(governance, dict) and governance.get("enabled"):
+        summary["governance"] = {
+            "audit_log": bool(governance.get("save_audit_log")),
+            "replay_manifest": bool(governance.get("save_replay_manifest")),
+            "signed": bool(governance.get("sign")),
+        }
     if result.environment:
         summary["environment"] = dict(result.environment)
     if written_at is not None:
         summary["written_at"] = written_at
     result_dict: dict[str, Any] = jsonable(summary)
     return result_dict
+
+
+def research_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
+    """The last value of each research metric a run measured (``{}`` when none was on)."""
+    out: dict[str, Any] = {}
+    for record in rounds:
+        research = record.stages.get("research", {})
+        for key in ("cosine_similarity_mean", "weight_divergence_mean"):
+            if research.get(key) is not None:
+                out[key] = research[key]
+        client_eval = record.stages.get("client_eval")
+        if client_eval:
+            out["client_eval"] = {
+                "round": record.round,
+                **{k: v for k, v in client_eval.items() if k not in ("accuracy", "loss")},
+            }
+    return out
 
 
 def _metrics(result: RunResult) -> dict[str, Any]:

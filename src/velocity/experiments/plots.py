@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -119,11 +119,11 @@ def plot_global_loss(result: RunResult) -> bytes:
     return _png(figure)
 
 
-def _heatmap_clients(result: RunResult) -> list[str]:
+def _heatmap_clients(result: RunResult, series: Sequence[Mapping[str, float]]) -> list[str]:
     """The clients the heatmap shows: the most frequent participants, in population order."""
     counts: Counter[str] = Counter()
-    for record in result.rounds:
-        counts.update(record.client_accuracy.keys())
+    for values in series:
+        counts.update(values.keys())
     if len(counts) <= MAX_HEATMAP_CLIENTS:
         chosen = set(counts)
     else:
@@ -137,7 +137,31 @@ def _heatmap_clients(result: RunResult) -> list[str]:
 
 def plot_per_client_accuracy(result: RunResult) -> bytes:
     """Heatmap of local training accuracy: clients x rounds, blank where a client was absent."""
-    clients = _heatmap_clients(result)
+    series = [record.client_accuracy for record in result.rounds]
+    return _client_heatmap(result, series, "local training accuracy (%)", "per-client accuracy")
+
+
+def _client_eval(result: RunResult) -> list[Mapping[str, float]]:
+    return [
+        dict(record.stages.get("client_eval", {}).get("accuracy", {})) for record in result.rounds
+    ]
+
+
+def plot_client_eval_accuracy(result: RunResult) -> bytes:
+    """Heatmap of the global model's accuracy on each client's held-out split
+    (``metrics.client_eval``): clients x rounds, blank on rounds not evaluated."""
+    return _client_heatmap(
+        result,
+        _client_eval(result),
+        "global model, held-out accuracy (%)",
+        "global model on each client's held-out split",
+    )
+
+
+def _client_heatmap(
+    result: RunResult, series: Sequence[Mapping[str, float]], label: str, title: str
+) -> bytes:
+    clients = _heatmap_clients(result, series)
     height = min(12.0, 2.5 + 0.12 * len(clients))
     figure = _figure(8.0, height)
     ax = figure.subplots()
@@ -146,8 +170,8 @@ def plot_per_client_accuracy(result: RunResult) -> bytes:
     else:
         row = {cid: i for i, cid in enumerate(clients)}
         grid = np.full((len(clients), len(result.rounds)), np.nan)
-        for column, record in enumerate(result.rounds):
-            for cid, accuracy in record.client_accuracy.items():
+        for column, values in enumerate(series):
+            for cid, accuracy in values.items():
                 if cid in row:
                     grid[row[cid], column] = 100.0 * accuracy
         from matplotlib import colormaps
@@ -161,7 +185,7 @@ def plot_per_client_accuracy(result: RunResult) -> bytes:
             vmin=0.0,
             vmax=100.0,
         )
-        figure.colorbar(image, ax=ax, label="local training accuracy (%)")
+        figure.colorbar(image, ax=ax, label=label)
         rounds = [record.round for record in result.rounds]
         ticks = _ticks(len(rounds))
         ax.set_xticks(ticks, [str(rounds[i]) for i in ticks])
@@ -173,7 +197,7 @@ def plot_per_client_accuracy(result: RunResult) -> bytes:
         shown = len(clients)
         total = max(result.num_clients, shown)
         ax.set_ylabel(f"client ({shown} of {total})" if shown < total else "client")
-    ax.set_title(f"{result.name}: per-client accuracy")
+    ax.set_title(f"{result.name}: {title}")
     return _png(figure)
 
 
@@ -263,11 +287,15 @@ PLOT_FILES: Final[dict[str, Callable[[RunResult], bytes]]] = {
 
 
 def render_plots(result: RunResult) -> dict[str, bytes]:
-    """Every figure of :data:`PLOT_FILES` as PNG bytes, keyed by file name.
+    """Every figure of :data:`PLOT_FILES` as PNG bytes, keyed by file name, and
+    ``client_eval_accuracy.png`` when the run measured ``metrics.client_eval``.
 
     Raises
     ------
     ImportError
         matplotlib is not installed.
     """
-    return {name: render(result) for name, render in PLOT_FILES.items()}
+    plots = {name: render(result) for name, render in PLOT_FILES.items()}
+    if any(_client_eval(result)):
+        plots["client_eval_accuracy.png"] = plot_client_eval_accuracy(result)
+    return plots

@@ -157,6 +157,53 @@ def _attacks(results: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "–"
 
 
+def _credits(summary: Mapping[str, Any], limit: int = 50) -> str:
+    """Per-client credits (the clients with most samples first, at most ``limit`` rows)."""
+    credits = dict(summary.get("credits") or {}).get("clients") or {}
+    if not credits:
+        return "<p>No client contributed.</p>"
+    order = sorted(credits, key=lambda c: (-int(credits[c].get("samples", 0)), c))
+    head = ("client", "samples", "rounds selected", "rounds participated", "accepted", "excluded")
+    keys = (
+        "samples",
+        "rounds_selected",
+        "rounds_participated",
+        "accepted_updates",
+        "excluded_updates",
+    )
+    rows = [
+        "<tr><td>"
+        + _e(cid)
+        + "</td>"
+        + "".join(f"<td>{_e(credits[cid].get(k, 0))}</td>" for k in keys)
+        + "</tr>"
+        for cid in order[:limit]
+    ]
+    more = len(order) - limit
+    note = f"<p>{more} more clients in summary.json.</p>" if more > 0 else ""
+    header = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+    return (
+        f'<div class="scroll"><table><thead>{header}</thead><tbody>{"".join(rows)}</tbody>'
+        f"</table></div>{note}"
+    )
+
+
+def _research(summary: Mapping[str, Any]) -> str:
+    research = dict(summary.get("research") or {})
+    if not research:
+        return ""
+    rows: list[tuple[str, object]] = []
+    for key in ("cosine_similarity_mean", "weight_divergence_mean"):
+        if key in research:
+            rows.append((key.replace("_", " "), _number(research[key])))
+    client_eval = dict(research.get("client_eval") or {})
+    for key in ("gini", "mean", "min", "max", "worst_10pct", "best_10pct"):
+        if key in client_eval:
+            rows.append((f"per-client accuracy: {key}", _number(client_eval[key])))
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Research metrics</h2><table>{body}</table>"
+
+
 def _identity(result: RunResult, summary: Mapping[str, Any]) -> str:
     strategy = summary.get("strategy")
     shown = json.dumps(strategy, sort_keys=False) if strategy is not None else "–"
@@ -218,6 +265,9 @@ def render_report(
             _plots(plots, plots_note),
             "<h2>Rounds</h2>",
             _table(result),
+            _research(summary),
+            "<h2>Client credits</h2>",
+            _credits(summary),
             "<h2>Configuration</h2>",
             f"<pre><code>{_e(config_yaml)}</code></pre>",
             "</body>",

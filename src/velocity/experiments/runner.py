@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from velocity.experiments.config import ExperimentConfig
     from velocity.experiments.results import RunResult
     from velocity.server.builder import Federation
+    from velocity.strategies import RoundBatch
+    from velocity.types import Stage
 
 __all__ = ["build_simulation", "model_digest", "run_experiment"]
 
@@ -32,13 +34,17 @@ def build_simulation(
     *,
     seed: int,
     datasets: tuple[ArrayDataset, ArrayDataset] | None = None,
+    stages: Sequence[Stage[RoundBatch]] = (),
 ) -> Federation:
     """Wire the federation described by ``config`` (through the one builder).
 
-    ``datasets`` (train, test) skips loading when the caller already holds them.
+    ``datasets`` (train, test) skips loading when the caller already holds them; ``stages``
+    are extra server stages before aggregation (the audit trail's). The ``metrics`` section
+    adds the research stage and the per-client evaluator.
     """
     from velocity.client import TrainConfig
     from velocity.server.builder import make_simulation
+    from velocity.server.research import ResearchStage
     from velocity.sim.backends import BackendSpec
     from velocity.sim.sampling import StragglerModel
     from velocity.sim.settings import SimulationSettings
@@ -55,6 +61,12 @@ def build_simulation(
             distribution=sim_cfg.straggler.delay_distribution,
             mean_s=sim_cfg.straggler.delay_mean_s,
             sigma=sim_cfg.straggler.delay_sigma,
+        )
+    metrics = config.metrics
+    post_stages: list[Stage[RoundBatch]] = []
+    if metrics.cosine_similarity or metrics.weight_divergence:
+        post_stages.append(
+            ResearchStage(cosine=metrics.cosine_similarity, divergence=metrics.weight_divergence)
         )
     return make_simulation(
         dataset=config.dataset,
@@ -85,6 +97,9 @@ def build_simulation(
         attacks=config.attack_specs(),
         datasets=datasets,
         backend=BackendSpec(**config.backend.model_dump()),
+        stages=stages,
+        post_stages=post_stages,
+        client_eval_samples=metrics.client_eval_samples if metrics.client_eval else None,
     )
 
 
@@ -119,6 +134,7 @@ def run_experiment(
     """
     import warnings
 
+    from velocity.experiments.governance import open_governance
     from velocity.experiments.outputs import write_outputs
     from velocity.experiments.results import RunResult, run_environment
     from velocity.experiments.tracking import close_trackers, open_trackers, require_trackers
@@ -146,8 +162,11 @@ def run_experiment(
 
         check_identity(str(ckpt_dir), store.identity(), identity)
     require_trackers(config.tracking)  # a missing tracking library: refused before anything
+    governance = open_governance(config, out)  # a bad signing key: refused before anything
     # Build first (data, model): a refused or failing run leaves no directory behind.
-    federation = build_simulation(config, seed=seed)
+    federation = build_simulation(
+        config, seed=seed, stages=() if governance is None else [governance.stage]
+    )
     engine = federation.engine
     if existing and not resume:
         aside = _aside(ckpt_dir)
@@ -158,10 +177,20 @@ def run_experiment(
             f"{aside} and starting afresh",
             stacklevel=2,
         )
+    governed = out / "governance"
+    if governance is not None and governed.exists() and not (resume and existing):
+        aside = _aside(governed)
+        governed.rename(aside)
+        warnings.warn(
+            f"{governed} held an earlier run's governance files; moved them to {aside}",
+            stacklevel=2,
+        )
     _claim(out, marker, identity)
     if resume and existing:
         tensors, meta = store.load(identity=identity)
         engine.restore(tensors, meta)
+    if governance is not None:
+        governance.start(federation, resume=resume and existing)
 
     def after_round(result: RoundResult) -> None:
         if every and result.round % every == 0:
@@ -176,6 +205,8 @@ def run_experiment(
         engine.run(max(0, total - engine.round), on_round=after_round)
     except BaseException:
         close_trackers(trackers, failed=True)
+        if governance is not None:
+            governance.abort()
         raise
     close_trackers(trackers)
     records = tuple(engine.results)
@@ -199,7 +230,7 @@ def run_experiment(
         best_accuracy=max(accs) if accs else None,
         environment=run_environment(),
     )
-    write_outputs(
+    written = write_outputs(
         result, out, save_plots=config.output.save_plots, save_metrics=config.output.save_metrics
     )
     if config.output.save_model:
@@ -209,6 +240,10 @@ def run_experiment(
         save_file(tensors, str(out / "global_model.safetensors"))
         # The seed's form too: a plain state dict, torch.load(path, weights_only=True).
         torch.save({k: v.clone() for k, v in tensors.items()}, out / "global_model.pt")
+        written["global_model.safetensors"] = out / "global_model.safetensors"
+        written["global_model.pt"] = out / "global_model.pt"
+    if governance is not None:
+        governance.finish(out, written)
     marker.unlink(missing_ok=True)
     return result
 

@@ -29,6 +29,7 @@ from velocity.kernels.median import median
 from velocity.kernels.monna import monna
 from velocity.kernels.nnm import nnm
 from velocity.kernels.noise import apply_gaussian_noise
+from velocity.kernels.qfedavg import qfedavg
 from velocity.kernels.server_opt import fedadagrad, fedadam, fedavgm, fedyogi, server_sgd
 from velocity.kernels.smea import smea
 from velocity.kernels.trimmed_mean import trimmed_mean
@@ -48,8 +49,10 @@ AGGREGATORS = (
     "centered_clipping",
     "cge",
     "caf",
+    "qfedavg",
 )
-"""Names of the aggregator kernels: ``f(updates, weights, **settings) -> (d,)``."""
+"""Names of the aggregator kernels: ``f(updates, weights, **settings) -> (d,)``; ``qfedavg``
+takes the rows' losses too, ``qfedavg(updates, losses, weights, *, q, lipschitz)``."""
 
 PRE_AGGREGATORS = ("bucketing", "clip", "arc", "nnm")
 """Names of the pre-aggregator kernels: ``g(updates, weights, **settings) -> (u', w')``."""
@@ -85,6 +88,7 @@ __all__ = [
     "nnm",
     "nonfinite_rows",
     "pairwise_sq_distances",
+    "qfedavg",
     "server_sgd",
     "smea",
     "trimmed_mean",

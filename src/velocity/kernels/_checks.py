@@ -8,6 +8,11 @@ It also holds the one non-finite-row policy of every aggregator and pre-aggregat
 or ±inf is a *non-finite row*; the k non-finite rows of an ``(n, d)`` stack are left out, the
 rule runs on the n' = n − k finite rows with f' = f − k where it has a Byzantine budget f, and
 the call is refused when k > f (rules with f) or k = n (every rule).
+
+And the selection log (:func:`recording_selection`, :func:`note_selected`): the rules whose
+result is computed from a subset of whole rows (Krum, Multi-Krum, Bulyan's selection, CGE,
+MDA, SMEA, MoNNA, CAF's filter) say which rows they used, so the strategies can report the
+rows a rule left out without recomputing anything.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from velocity.errors import ValidationError
 
 __all__ = [
     "FiniteRows",
+    "Selection",
     "check_choice",
     "check_f",
     "check_int",
@@ -35,7 +41,9 @@ __all__ = [
     "check_weights",
     "drop_nonfinite",
     "finite_rows",
+    "note_selected",
     "recording_drops",
+    "recording_selection",
     "require",
     "to_work_dtype",
 ]
@@ -177,6 +185,13 @@ class FiniteRows(NamedTuple):
         """The position among the kept rows of the kept input row ``row``."""
         return row if self.keep is None else int((self.keep < row).sum())
 
+    def rows_of(self, positions: Tensor) -> Tensor:
+        """The input rows of ``positions`` among the kept rows (``positions`` itself when no
+        row was dropped)."""
+        if self.keep is None:
+            return positions
+        return self.keep.to(positions.device).index_select(0, positions.long())
+
 
 _DROPS: ContextVar[list[list[int]] | None] = ContextVar("velocity_nonfinite_drops", default=None)
 
@@ -230,3 +245,49 @@ def drop_nonfinite(
     if log is not None:
         log.append(torch.nonzero(~ok).flatten().tolist())
     return FiniteRows(x.index_select(0, keep.to(x.device)), keep, None if f is None else f - k)
+
+
+# ---------------------------------------------------------------- the selection log
+
+
+class Selection(NamedTuple):
+    """One row-selecting kernel call: which of its input rows its result is computed from."""
+
+    n: int
+    """Rows handed to the kernel (non-finite ones included)."""
+    kept: tuple[int, ...]
+    """Ascending indices, into those rows, of the rows the result is computed from."""
+
+
+_SELECTIONS: ContextVar[list[Selection] | None] = ContextVar("velocity_selected_rows", default=None)
+
+
+@contextmanager
+def recording_selection() -> Iterator[list[Selection]]:
+    """Within the block, every row-selecting kernel appends one :class:`Selection` per call.
+
+    How the strategies report ``excluded`` (the rows a rule left out wholesale) without a
+    second pass: the rows a kernel used are the ones it chose. Kernels that combine every row
+    (mean, coordinate-wise rules, clipping, geometric median) note nothing. Outside the
+    block :func:`note_selected` does nothing, so a kernel called on its own pays nothing.
+    """
+    log: list[Selection] = []
+    token = _SELECTIONS.set(log)
+    try:
+        yield log
+    finally:
+        _SELECTIONS.reset(token)
+
+
+def note_selected(indices: Tensor | Sequence[int], n: int) -> None:
+    """Record that the calling kernel's result is computed from rows ``indices`` (into its
+    ``n`` input rows) only; a no-op unless :func:`recording_selection` is active.
+
+    Only reads ``indices`` (one small host copy when recording): the kernel's arithmetic
+    does not depend on whether anyone listens.
+    """
+    log = _SELECTIONS.get()
+    if log is None:
+        return
+    rows = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+    log.append(Selection(int(n), tuple(sorted({int(i) for i in rows}))))

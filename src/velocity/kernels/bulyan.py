@@ -11,6 +11,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -77,6 +78,7 @@ def bulyan(
     dist = pairwise_sq_distances_from(work)
     chosen = bulyan_selection(dist, f, neighbors, tie_rtol(work.dtype))
     chosen = chosen.sort().values
+    note_selected(kept.rows_of(chosen), n)
     out = coordinatewise(
         work, lambda block: closest_to_median(block, 2 * f), rows=chosen, out_dtype=x.dtype
     )

@@ -10,6 +10,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -78,4 +79,5 @@ def caf(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
             break
         c = c * (1.0 - tau / tau_max)
     alpha = best_p
+    note_selected(kept.rows_of(torch.nonzero(alpha > 0).flatten()), n)
     return basis.materialize(alpha).to(x.dtype)

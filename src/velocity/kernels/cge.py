@@ -10,6 +10,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -46,4 +47,5 @@ def cge(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
         work = kept.x  # norms again on the finite rows: the same numbers as cge(finite rows)
         norms = torch.linalg.vector_norm(work, dim=1)
     chosen = smallest(norms.to(torch.float64), n - f)
+    note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)

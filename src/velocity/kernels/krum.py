@@ -14,6 +14,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -85,6 +86,7 @@ def krum(
     best = int(smallest(scores, 1, tie_rtol(work.dtype))[0])
     if kept.keep is not None:
         best = int(kept.keep[best])
+    note_selected([best], x.shape[0])
     return x[best].clone()
 
 
@@ -123,4 +125,5 @@ def multi_krum(
     assert kept.f is not None
     scores = krum_scores(pairwise_sq_distances_from(work), kept.f, neighbors)
     chosen = smallest(scores, min(m, work.shape[0]), tie_rtol(work.dtype))
+    note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)

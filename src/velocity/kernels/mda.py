@@ -10,6 +10,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -57,4 +58,5 @@ def mda(
     chosen = best_subset(
         work.shape[0], kept.f, diameter, rule="mda", max_subsets=max_subsets, device=dist.device
     )
+    note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)

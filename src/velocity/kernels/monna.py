@@ -12,6 +12,7 @@ from velocity.kernels._checks import (
     check_weights,
     drop_nonfinite,
     finite_rows,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -74,4 +75,5 @@ def monna(
     )
     work, ref = kept.x, kept.position(ref)
     chosen = smallest(sq_distances_to_row(work, ref), n - f)
+    note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)

@@ -11,6 +11,7 @@ from velocity.kernels._checks import (
     check_updates,
     check_weights,
     drop_nonfinite,
+    note_selected,
     require,
     to_work_dtype,
 )
@@ -66,4 +67,5 @@ def smea(
     chosen = best_subset(
         n, f, top_eigenvalue, rule="smea", max_subsets=max_subsets, device=x.device
     )
+    note_selected(kept.rows_of(chosen), x.shape[0])
     return mean_of_rows(work, chosen).to(x.dtype)

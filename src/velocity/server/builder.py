@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING
 import torch
 
 from velocity._random import derive_seed
-from velocity.server.engine import Evaluator, RoundEngine, SyncRound
+from velocity.server.engine import Evaluator, RoundAnnotator, RoundEngine, SyncRound
 from velocity.sim.adversary import BackdoorEvaluator, SimulatedAdversary
 from velocity.sim.backends import BackendSpec, make_backend
 from velocity.sim.population import ClientPopulation
 from velocity.sim.provider import SequentialClients, SimulatedClients
 from velocity.sim.sampling import FractionSampler
 from velocity.sim.settings import SimulationSettings
-from velocity.types import ClientStateStore, ParamSpec, TaskConfig
+from velocity.types import ClientStateStore, ParamSpec, Stage, TaskConfig
 
 if TYPE_CHECKING:
     from velocity.attacks import AttackPlan, AttackSpec, Backdoor
     from velocity.client import TrainConfig
     from velocity.data import ArrayDataset
-    from velocity.strategies import Strategy
+    from velocity.strategies import RoundBatch, Strategy
 
 __all__ = ["Federation", "build_engine", "make_simulation", "task_config_for"]
 
@@ -45,16 +45,19 @@ class Federation:
     num_params: int
     client_ids: tuple[str, ...]
     num_classes: int
+    train: ArrayDataset | None = None
+    test: ArrayDataset | None = None
 
 
 def task_config_for(strategy: Strategy) -> TaskConfig:
-    """Every task's config under ``strategy``: FedProx's ``mu`` reaches the clients."""
+    """Every task's config under ``strategy``: FedProx's ``mu`` reaches the clients, and a
+    loss-weighted rule (QFedAvg) asks each client for its ``initial_loss``."""
     from velocity.strategies import FedProx
 
     aggregator = strategy.aggregator
-    if isinstance(aggregator, FedProx):
-        return TaskConfig(prox_mu=aggregator.mu)
-    return TaskConfig()
+    mu = aggregator.mu if isinstance(aggregator, FedProx) else None
+    options = {"initial_loss": True} if aggregator.needs_losses else {}
+    return TaskConfig(prox_mu=mu, options=options)
 
 
 def build_engine(
@@ -69,10 +72,22 @@ def build_engine(
     backdoor_evaluate: BackdoorEvaluator | None = None,
     backend: BackendSpec | str = "sequential",
     client_state: ClientStateStore | None = None,
+    stages: Sequence[Stage[RoundBatch]] = (),
+    post_stages: Sequence[Stage[RoundBatch]] = (),
+    annotators: Sequence[RoundAnnotator] = (),
 ) -> RoundEngine:
-    """The round engine of a simulated federation whose clients are ``base``'s."""
-    from velocity.attacks import AttackPlan
+    """The round engine of a simulated federation whose clients are ``base``'s.
 
+    ``stages`` run after the simulated adversary and before aggregation (the audit trail's
+    digests: what the server received), ``post_stages`` after aggregation (research
+    metrics); ``annotators`` after the adversary's.
+    """
+    from velocity.attacks import AttackPlan
+    from velocity.strategies import resolve_lipschitz
+
+    lr = _client_lr(base)
+    if lr is not None:
+        strategy = resolve_lipschitz(strategy, lr)
     population = base.population
     seed = settings.seed
     plan = (
@@ -103,13 +118,22 @@ def build_engine(
         strategy=strategy,
         seed=seed,
         policy=SyncRound(timeout_s=None if straggler is None else straggler.deadline_s),
-        pre_stages=[adversary.stage],
+        pre_stages=[adversary.stage, *stages],
+        post_stages=post_stages,
         evaluate=evaluate,
         eval_every=settings.eval_every,
         task_config=task_config_for(strategy),
         client_state=client_state,
-        annotators=[adversary],
+        annotators=[adversary, *annotators],
     )
+
+
+def _client_lr(base: SimulatedClients) -> float | None:
+    """The clients' SGD step size (QFedAvg's ``L = 1/lr``), when the population has one."""
+    if isinstance(base, SequentialClients):
+        return float(base.trainer.config.lr)
+    lr = getattr(base, "lr", None)
+    return float(lr) if isinstance(lr, int | float) else None
 
 
 def adversary_of(engine: RoundEngine) -> SimulatedAdversary:
@@ -135,11 +159,17 @@ def make_simulation(
     attacks: Sequence[AttackSpec] = (),
     datasets: tuple[ArrayDataset, ArrayDataset] | None = None,
     backend: BackendSpec | str = "sequential",
+    stages: Sequence[Stage[RoundBatch]] = (),
+    post_stages: Sequence[Stage[RoundBatch]] = (),
+    client_eval_samples: int | None = None,
 ) -> Federation:
     """Load data, partition it, build model and trainer, and the engine over them.
 
     ``attacks`` are :class:`velocity.attacks.AttackSpec` objects; their adversaries are
-    resolved against the population and ``settings.seed``.
+    resolved against the population and ``settings.seed``. ``stages`` and ``post_stages``
+    go to :func:`build_engine`; ``client_eval_samples`` adds a
+    :class:`velocity.sim.client_eval.ClientEvaluator` with that many held-out examples per
+    client.
     """
     from velocity.client import Trainer
     from velocity.data import load_dataset, partition
@@ -184,6 +214,29 @@ def make_simulation(
     base = SequentialClients(
         trainer, train.x, train.y, population, seed=seed, num_classes=train.num_classes
     )
+    histogram = part.label_histogram(train.y, train.num_classes)
+    client_ids = tuple(population.client_id(i) for i in range(population.num_clients))
+    annotators: list[RoundAnnotator] = []
+    if client_eval_samples is not None:
+        from velocity.sim.client_eval import ClientEvaluator
+
+        def evaluate_on(
+            params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+        ) -> tuple[float, float]:
+            loss, acc = trainer.evaluate(params, x, y, indices=idx)
+            return float(loss), float(acc)
+
+        annotators.append(
+            ClientEvaluator(
+                evaluate_on,
+                test.x,
+                test.y,
+                client_ids=client_ids,
+                histograms=histogram.tolist(),
+                samples=client_eval_samples,
+                seed=seed,
+            )
+        )
     engine = build_engine(
         base=base,
         spec=spec,
@@ -194,14 +247,19 @@ def make_simulation(
         attacks=attacks,
         backdoor_evaluate=backdoor_success,
         backend=backend,
+        stages=stages,
+        post_stages=post_stages,
+        annotators=annotators,
     )
     shown = min(population.num_clients, 1000)
-    hist = part.label_histogram(train.y, train.num_classes)[:shown]
+    hist = histogram[:shown]
     return Federation(
         engine=engine,
         adversary=adversary_of(engine),
         label_histogram=hist.tolist(),
         num_params=spec.d,
-        client_ids=tuple(population.client_id(i) for i in range(population.num_clients)),
+        client_ids=client_ids,
         num_classes=train.num_classes,
+        train=train,
+        test=test,
     )

@@ -487,11 +487,13 @@ class RoundEngine:
         stage_metrics: dict[str, Mapping[str, Any]] = {}
         aggregation: Mapping[str, Any]
         participated: list[str] = []
+        samples: dict[str, int] = {}
         if gathered.aggregate and updates and self.policy.enough(len(updates)):
             batch = RoundBatch(
                 rows=self._stack_rows(updates),
                 num_samples=[u.num_samples for u in updates],
                 client_ids=[u.client_id for u in updates],
+                losses=RoundBatch.initial_losses(updates),
             )
             batch, states, stage_metrics = run_server_stages(self.stages, batch, self._states, ctx)
             assert batch.params is not None
@@ -499,6 +501,7 @@ class RoundEngine:
             self._states.update(states)
             self.last_aggregate = batch.update
             participated = list(batch.client_ids)
+            samples = dict(zip(batch.client_ids, map(int, batch.num_samples), strict=True))
             aggregation = stage_metrics.pop("aggregate", {})
             for update in updates:
                 self.client_state.last_version[update.client_id] = update.base_version
@@ -530,6 +533,7 @@ class RoundEngine:
                 for u in updates
                 if "accuracy" in u.metrics
             },
+            samples=samples,
             bytes_up=self._payload * len(participated),
             bytes_down=self._payload * len(gathered.tasks),
             duration_s=0.0,

@@ -9,7 +9,14 @@ is wired into the round engine in two places:
   rows and writes the crafted ones. Rows are laid out ``[honest | adversaries that train |
   rows of attacks that only craft, and Sybil identities, in attack order]``, so the honest
   updates are one view (``rows[:h]``) that omniscient attacks read without a copy. Each
-  attack draws from ``ctx.generator("attack", key)``.
+  attack draws from ``ctx.generator("attack", key)``. When the batch carries per-row
+  losses (:attr:`~velocity.strategies.RoundBatch.losses`, which q-FedAvg weighs rows by),
+  every crafted row — an update attacker's own, a craft-only attacker's, a Sybil's — claims
+  the largest honest loss: a Byzantine client may claim any loss, and q-FedAvg gives the
+  most weight to the highest one (for q > 0, ``F^q`` grows fastest there), so this is the
+  claim that serves the attack best without standing out above every honest client. A
+  data-poisoning client follows the protocol and keeps the loss it measured on its
+  poisoned data.
 - :meth:`SimulatedAdversary.annotate` — after evaluation, the round's
   :class:`~velocity.attacks.AttackResult`\\ s: who attacked, how hard, which rows a
   non-finite filter dropped, and the backdoor's success rate.
@@ -17,6 +24,7 @@ is wired into the round engine in two places:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -130,10 +138,15 @@ class SimulatedAdversary:
         rows = self.stage.rows(total, batch.rows.shape[1])
         counts: list[int] = []
         names: list[str] = []
+        given = batch.losses
+        losses: list[float] = []
         for k, j in enumerate([*honest, *(position[c] for c in trained)]):
             rows[k].copy_(batch.rows[j])
             counts.append(int(batch.num_samples[j]))
             names.append(batch.client_ids[j])
+            if given is not None:
+                losses.append(given[j])
+        claimed_loss = _claimed_loss(losses[: len(honest)])
         honest_counts = counts[: len(honest)]
         claimed = round(sum(honest_counts) / len(honest_counts)) if honest_counts else 1
         next_free = train
@@ -154,10 +167,14 @@ class SimulatedAdversary:
                 first = row_of[clients[0]]
                 target = rows[first : first + f]
                 own = target.clone()
+                if given is not None:
+                    losses[first : first + f] = [claimed_loss] * f
             else:
                 target = rows[next_free : next_free + f]
                 own = None
                 next_free += f
+                if given is not None:
+                    losses.extend([claimed_loss] * f)
                 if a.extra:
                     new = [f"sybil-{sybils + k}" for k in range(f)]
                     sybils += f
@@ -179,7 +196,12 @@ class SimulatedAdversary:
             target.copy_(crafted_rows)
             attack.severity[a.index] = severity
             attack.ids[a.index] = names[-f:] if not _trains(a) else [ids(c) for c in clients]
-        return RoundBatch(rows=rows, num_samples=counts, client_ids=names)
+        return RoundBatch(
+            rows=rows,
+            num_samples=counts,
+            client_ids=names,
+            losses=None if given is None else losses,
+        )
 
     # ------------------------------------------------------------------ the report
 
@@ -222,6 +244,12 @@ class SimulatedAdversary:
                 ).to_dict()
             )
         return replace(result, attack_results=tuple(out))
+
+
+def _claimed_loss(honest: list[float]) -> float:
+    """The loss a crafted row claims: the largest finite honest loss (1.0 without one)."""
+    finite = [loss for loss in honest if math.isfinite(loss)]
+    return max(finite, default=1.0)
 
 
 class _AdversaryStage:

@@ -12,6 +12,13 @@ population's behaviour, which the round engine never sees:
 - **adversaries** (:class:`velocity.sim.adversary.SimulatedAdversary`): a data attack is a
   simulated client's poisoned data; an adversary that only crafts its row does not train
   (the adversary's server stage fills its row); adversaries report no loss or accuracy.
+- **initial loss**: a task whose ``TaskConfig.options`` has ``"initial_loss": True`` (what
+  q-FedAvg needs, see :func:`wants_initial_loss`) has its client report
+  ``metrics["initial_loss"]``, the received model's loss on its training data. An
+  adversary that trains reports its own (on its possibly poisoned data); one that only
+  crafts trains nothing and reports ``0.0`` as a placeholder (a valid value, so admission
+  accepts it: admission rejects non-finite losses), which the adversary stage
+  replaces by the loss it claims for the row (see :mod:`velocity.sim.adversary`).
 
 Subclasses implement :meth:`SimulatedClients.train` for one honest or data-poisoning client:
 :class:`SequentialClients` (a :class:`~velocity.client.Trainer` over in-memory data, one
@@ -45,7 +52,22 @@ __all__ = [
     "SimulatedClients",
     "poison_client_data",
     "scale_poisoned_update",
+    "wants_initial_loss",
 ]
+
+
+def wants_initial_loss(task: ClientTask) -> bool:
+    """Whether ``task`` asks its client to report ``metrics["initial_loss"]``.
+
+    The request is ``TaskConfig(options={"initial_loss": True})``; absent means no. Any value
+    but ``True`` or ``False`` is refused with a ``ConfigurationError``.
+    """
+    wanted = task.config.options.get("initial_loss", False)
+    if not isinstance(wanted, bool):
+        raise ConfigurationError(
+            f"TaskConfig.options['initial_loss'] must be True or False; got {wanted!r}"
+        )
+    return wanted
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,11 +203,15 @@ class SimulatedClients(UpdateProvider):
                 # An adversary that only crafts does not train: its row is the adversary
                 # stage's to fill; it claims its population sample count.
                 out.zero_()
-                update = ClientUpdate(task.client_id, self.population.num_samples(index), out)
+                claims = {"initial_loss": 0.0} if wants_initial_loss(task) else {}
+                update = ClientUpdate(
+                    task.client_id, self.population.num_samples(index), out, metrics=claims
+                )
             else:
                 update = self.train(work)
                 if work.adversarial:
-                    update = replace(update, loss=None, metrics={})
+                    kept = {k: v for k, v in update.metrics.items() if k == "initial_loss"}
+                    update = replace(update, loss=None, metrics=kept)
             results.append(
                 replace(
                     update,
@@ -281,6 +307,7 @@ class SequentialClients(SimulatedClients):
             generator=torch_generator(self.seed, task.round, client, "train"),
             out=work.out,
             config=self._config(task),
+            initial_loss=wants_initial_loss(task),
         )
         scale_poisoned_update(attack, work.out)
         return ClientUpdate(

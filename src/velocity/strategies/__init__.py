@@ -33,6 +33,7 @@ velocity.errors.ConfigurationError: Krum.f must be an int >= 0; got -1
 from velocity.strategies._averaging import FedAvg, FedProx
 from velocity.strategies._base import AggregationResult, Aggregator, PreAggregator, ServerOptimizer
 from velocity.strategies._coordinatewise import FedMedian, MeaMed, TrimmedMean
+from velocity.strategies._fair import QFedAvg, resolve_lipschitz
 from velocity.strategies._iterative import CAF, CenteredClipping, GeometricMedian
 from velocity.strategies._krum import Bulyan, Krum, MultiKrum
 from velocity.strategies._parse import parse_strategy, to_dict
@@ -86,6 +87,7 @@ __all__ = [
     "MultiKrum",
     "Pipeline",
     "PreAggregator",
+    "QFedAvg",
     "RoundBatch",
     "ServerOptimizer",
     "ServerSGD",
@@ -94,6 +96,7 @@ __all__ = [
     "TrimmedMean",
     "describe_strategies",
     "parse_strategy",
+    "resolve_lipschitz",
     "run_server_stages",
     "server_chain",
     "to_dict",

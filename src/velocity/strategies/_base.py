@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
-from velocity.errors import ValidationError
-from velocity.kernels._checks import recording_drops
+import torch
+
+from velocity.errors import ConfigurationError, ValidationError
+from velocity.kernels._checks import Selection, recording_drops, recording_selection
 from velocity.strategies._constraints import BYZANTINE, check_parameters
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ __all__ = [
     "PreAggregator",
     "ServerOptimizer",
     "Stage",
+    "check_losses_allowed",
     "run_stages",
 ]
 
@@ -50,6 +53,26 @@ class AggregationResult(NamedTuple):
         ``FedAvg(nonfinite="propagate")``). A row that only becomes non-finite after
         :class:`Bucketing` renumbered the rows (a bucket mean that overflowed) stands for no
         single input row: it is left out and counted, but not listed.
+
+        ``excluded``: the rows, as indices into the rows handed in (ascending), that the
+        aggregator left out *wholesale* — its result does not depend on them at all — apart
+        from the non-finite ones, which are listed in ``dropped_nonfinite`` only. A list for
+        the rules that compute their result from a subset of whole rows:
+
+        - :class:`Krum`: every row but the one returned;
+        - :class:`MultiKrum`, :class:`CGE`, :class:`MDA`, :class:`SMEA`, :class:`MoNNA`:
+          the rows outside the averaged subset;
+        - :class:`Bulyan`: the 2f rows its Krum selection did not pick (its coordinate-wise
+          step then trims values, not rows, so selected rows are never listed);
+        - :class:`CAF`: the rows whose filter weight is exactly 0 in the returned mean
+          (``[]`` when the unfiltered mean was kept).
+
+        ``None`` for the rules that combine every row (FedAvg, FedProx, QFedAvg,
+        FedMedian, TrimmedMean, MeaMed, GeometricMedian, CenteredClipping: they trim,
+        clip or reweight values, not rows), and for every rule after a pre-aggregator whose
+        output rows combine several input rows (:class:`Bucketing`, :class:`NNM`): such a
+        row left out is no one client left out. Clipping pre-aggregators (:class:`Clip`,
+        :class:`ARC`) keep rows apart, so the indices are mapped back through them.
     """
 
     update: Tensor
@@ -88,6 +111,10 @@ class PreAggregator(Stage):
     _renumbers: ClassVar[bool] = False
     """Whether output rows stand for other rows than the input's (True for Bucketing); else
     output row i is the i-th input row that the stage kept."""
+    _mixes: ClassVar[bool] = False
+    """Whether an output row combines several input rows (NNM, Bucketing): a rule after the
+    stage that leaves a row out leaves out no single client (``excluded`` is ``None``), and a
+    per-row loss no longer belongs to the row."""
 
     def apply(
         self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None
@@ -119,9 +146,19 @@ class Aggregator(Stage):
     """
 
     kind: ClassVar[str] = "aggregator"
+    needs_losses: ClassVar[bool] = False
+    """Whether the rule weighs the rows by their clients' losses (:class:`QFedAvg`): its
+    :meth:`aggregate` then needs ``losses`` (one per row), which :class:`AggregateStage`
+    takes from :attr:`RoundBatch.losses`, and it calls :meth:`_reduce_with_losses`."""
 
     def _reduce(self, updates: Tensor, weights: Tensor | None) -> Tensor:
         """Call this rule's kernel."""
+        raise NotImplementedError
+
+    def _reduce_with_losses(
+        self, updates: Tensor, weights: Tensor | None, losses: Tensor
+    ) -> Tensor:
+        """Call this rule's kernel with the rows' losses (rules with ``needs_losses``)."""
         raise NotImplementedError
 
     @property
@@ -140,10 +177,19 @@ class Aggregator(Stage):
         return None
 
     def aggregate(
-        self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None
+        self,
+        updates: Tensor,
+        weights: Tensor | None = None,
+        *,
+        generator: Generator | None = None,
+        losses: Tensor | None = None,
     ) -> AggregationResult:
-        """Aggregate ``updates (n, d)`` (optional ``weights (n,)``) into one ``(d,)`` update."""
-        return run_stages((), self, updates, weights, generator)
+        """Aggregate ``updates (n, d)`` (optional ``weights (n,)``) into one ``(d,)`` update.
+
+        ``losses (n,)``, the rows' losses, are needed by the rules with ``needs_losses`` and
+        ignored by the others.
+        """
+        return run_stages((), self, updates, weights, generator, losses)
 
 
 def _with_upstream_drops(stage: StageT, upstream: int) -> StageT:
@@ -179,19 +225,79 @@ def _explained(stage: Stage, lowered: Stage, upstream: int) -> Iterator[None]:
         ) from error
 
 
+def check_losses_allowed(pre_aggregators: Sequence[PreAggregator], aggregator: Aggregator) -> None:
+    """Refuse a rule that weighs rows by their clients' losses after a stage that mixes rows.
+
+    After :class:`NNM` or :class:`Bucketing` a row combines several clients' updates, so no
+    one client's loss belongs to it. Clipping stages keep every row its client's; rows they
+    drop as non-finite leave with their losses.
+    """
+    if not aggregator.needs_losses:
+        return
+    mixing = [type(stage).__name__ for stage in pre_aggregators if stage._mixes]
+    if mixing:
+        rule = type(aggregator).__name__
+        raise ConfigurationError(
+            f"{rule} weighs every row by its client's loss, but {', '.join(mixing)} "
+            f"{'mixes' if len(mixing) == 1 else 'mix'} the rows first, so no row is one "
+            f"client's; use only row-wise pre-aggregators (Clip, ARC) before {rule}"
+        )
+
+
+def _checked_losses(aggregator: Aggregator, losses: Tensor | None, n: int) -> Tensor:
+    """``losses`` if it holds one loss per input row (the kernel checks the values)."""
+    rule = type(aggregator).__name__
+    if losses is None:
+        raise ValidationError(f"{rule} needs one loss per row (aggregate(..., losses=)); got none")
+    if not isinstance(losses, torch.Tensor) or losses.shape != (n,):
+        got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise ValidationError(
+            f"{rule}: losses must be a tensor of shape ({n},), one per update row; got {got}"
+        )
+    return losses
+
+
+def _rows_losses(losses: Tensor, origin: list[int] | None) -> Tensor:
+    """The losses of the current rows (``origin``: their input rows; ``None``: all of them)."""
+    if origin is None:
+        return losses
+    return losses.index_select(0, torch.tensor(origin, dtype=torch.long, device=losses.device))
+
+
+def _excluded(
+    selections: list[Selection], drops: list[list[int]], n: int, origin: list[int] | None
+) -> list[int] | None:
+    """The input rows a row-selecting kernel left out, non-finite ones aside; ``None`` when
+    the kernel selected nothing (it combines every row)."""
+    if len(selections) != 1 or selections[0].n != n:
+        return None
+    gone = set(selections[0].kept).union(*drops)
+    local = [i for i in range(n) if i not in gone]
+    return local if origin is None else sorted(origin[i] for i in local)
+
+
 def run_stages(
     pre_aggregators: Sequence[PreAggregator],
     aggregator: Aggregator,
     updates: Tensor,
     weights: Tensor | None,
     generator: Generator | None,
+    losses: Tensor | None = None,
 ) -> AggregationResult:
     """Apply ``pre_aggregators`` in order, then ``aggregator``; collect the metrics.
 
     Every kernel drops the rows holding NaN or ±inf and counts them against its own f (the
     policy in ``docs/kernels.md``); here the rows a stage dropped also count against the f of
-    every later stage, and the dropped rows are reported as indices into ``updates``.
+    every later stage, and the dropped rows are reported as indices into ``updates``. So are
+    the rows a row-selecting aggregator left out (``excluded``, see
+    :class:`AggregationResult`), which the kernels note while they run: reporting reads the
+    indices they chose and changes none of their arithmetic. ``losses (n,)`` reach an
+    aggregator with ``needs_losses``, restricted to the rows that reach it.
     """
+    given: Tensor | None = None
+    if aggregator.needs_losses:
+        check_losses_allowed(pre_aggregators, aggregator)
+        given = _checked_losses(aggregator, losses, int(updates.shape[0]))
     rows, row_weights = updates, weights
     origin: list[int] | None = None  # input index of every current row; None: row i is input i
     named = True  # False once a stage renumbered the rows
@@ -216,8 +322,18 @@ def run_stages(
         record(log, rows_in)
         named = named and not stage._renumbers
     lowered_aggregator = _with_upstream_drops(aggregator, upstream)
-    with recording_drops() as log, _explained(aggregator, lowered_aggregator, upstream):
-        update = lowered_aggregator._reduce(rows, row_weights)
+    with (
+        recording_drops() as log,
+        recording_selection() as selections,
+        _explained(aggregator, lowered_aggregator, upstream),
+    ):
+        if given is not None:
+            row_losses = _rows_losses(given, origin)
+            update = lowered_aggregator._reduce_with_losses(rows, row_weights, row_losses)
+        else:
+            update = lowered_aggregator._reduce(rows, row_weights)
+    mixed = any(stage._mixes or stage._renumbers for stage in pre_aggregators)
+    excluded = None if mixed else _excluded(selections, log, int(rows.shape[0]), origin)
     record(log, rows)
     metrics: dict[str, Any] = {
         "rule": type(aggregator).__name__,
@@ -225,5 +341,6 @@ def run_stages(
         "n_aggregated": int(rows.shape[0]),
         "pre_aggregators": [type(stage).__name__ for stage in pre_aggregators],
         "dropped_nonfinite": sorted(dropped),
+        "excluded": excluded,
     }
     return AggregationResult(update, metrics)

@@ -12,6 +12,7 @@ from velocity.strategies._base import (
     PreAggregator,
     ServerOptimizer,
     Stage,
+    check_losses_allowed,
     run_stages,
 )
 
@@ -56,6 +57,8 @@ class Pipeline:
     :meth:`aggregate` applies the pre-aggregators in order and then the aggregator; the
     server optimizer is not applied there (it needs the global parameters and its state) but
     is exposed as :attr:`server_optimizer` for the orchestrator, which calls its ``step``.
+    An aggregator that weighs rows by their clients' losses (:class:`QFedAvg`) is refused
+    after a pre-aggregator that mixes rows (:class:`NNM`, :class:`Bucketing`).
 
     Examples
     --------
@@ -78,6 +81,7 @@ class Pipeline:
 
     def __init__(self, *stages: Stage) -> None:
         object.__setattr__(self, "stages", _check_order(stages))
+        check_losses_allowed(self.pre_aggregators, self.aggregator)
 
     def __repr__(self) -> str:
         return f"Pipeline({', '.join(repr(stage) for stage in self.stages)})"
@@ -98,10 +102,19 @@ class Pipeline:
         return next((stage for stage in self.stages if isinstance(stage, ServerOptimizer)), None)
 
     def aggregate(
-        self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None
+        self,
+        updates: Tensor,
+        weights: Tensor | None = None,
+        *,
+        generator: Generator | None = None,
+        losses: Tensor | None = None,
     ) -> AggregationResult:
         """Apply the pre-aggregators, then the aggregator, to ``updates (n, d)``.
 
         ``generator`` is handed to every pre-aggregator; :class:`Bucketing` requires one.
+        ``losses (n,)`` are the rows' losses for an aggregator with ``needs_losses``
+        (:class:`QFedAvg`), ignored otherwise.
         """
-        return run_stages(self.pre_aggregators, self.aggregator, updates, weights, generator)
+        return run_stages(
+            self.pre_aggregators, self.aggregator, updates, weights, generator, losses
+        )

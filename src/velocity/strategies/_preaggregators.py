@@ -39,6 +39,7 @@ class Bucketing(PreAggregator):
 
     _constraints: ClassVar[Mapping[str, Constraint]] = {"bucket_size": Integer(low=1)}
     _renumbers: ClassVar[bool] = True
+    _mixes: ClassVar[bool] = True
 
     def apply(
         self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None
@@ -117,6 +118,7 @@ class NNM(PreAggregator):
     f: int
 
     _constraints: ClassVar[Mapping[str, Constraint]] = {"f": BYZANTINE}
+    _mixes: ClassVar[bool] = True
 
     def apply(
         self, updates: Tensor, weights: Tensor | None = None, *, generator: Generator | None = None

@@ -9,6 +9,7 @@ from velocity.strategies._averaging import FedAvg, FedProx
 from velocity.strategies._base import Aggregator, PreAggregator, ServerOptimizer, Stage
 from velocity.strategies._constraints import constraints_of
 from velocity.strategies._coordinatewise import FedMedian, MeaMed, TrimmedMean
+from velocity.strategies._fair import QFedAvg
 from velocity.strategies._iterative import CAF, CenteredClipping, GeometricMedian
 from velocity.strategies._krum import Bulyan, Krum, MultiKrum
 from velocity.strategies._pipeline import Pipeline
@@ -41,6 +42,7 @@ ALL_STRATEGIES: Final[tuple[type[Aggregator], ...]] = (
     CenteredClipping,
     CGE,
     CAF,
+    QFedAvg,
 )
 """Every aggregator class; the seed's six first, in the seed's order."""
 
@@ -79,6 +81,7 @@ Strategy: TypeAlias = (
     | CenteredClipping
     | CGE
     | CAF
+    | QFedAvg
     | Pipeline
 )
 """What a server aggregates with: one aggregator, or a :class:`Pipeline` around one."""

@@ -14,6 +14,7 @@ sets ``batch.params``. :func:`server_chain` builds both from a strategy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from velocity.errors import ValidationError
 if TYPE_CHECKING:
     from velocity.strategies._base import ServerOptimizer
     from velocity.strategies._registry import Strategy
-    from velocity.types import ParamSpec, Stage, StageContext, StageState
+    from velocity.types import ClientUpdate, ParamSpec, Stage, StageContext, StageState
 
 __all__ = ["AggregateStage", "RoundBatch", "ServerStepStage", "run_server_stages", "server_chain"]
 
@@ -37,7 +38,11 @@ class RoundBatch:
 
     ``rows`` is the ``(n, d)`` stack (row ``i`` is ``client_ids[i]``'s update, weighted by
     ``num_samples[i]``); ``update`` is the ``(d,)`` aggregate once a stage has aggregated;
-    ``params`` the new global parameters once the server step ran.
+    ``params`` the new global parameters once the server step ran. ``losses``, when set, is
+    one loss per row: client ``i``'s loss of the round's global model on its own training
+    data, measured before it trained (its update's ``metrics["initial_loss"]``, see
+    :meth:`initial_losses`); the rules with ``needs_losses`` (:class:`QFedAvg`) weigh the
+    rows by it. A stage that rewrites the rows (the simulated adversary) keeps it aligned.
     """
 
     rows: Tensor
@@ -46,6 +51,7 @@ class RoundBatch:
     update: Tensor | None = None
     params: Tensor | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.client_ids)
@@ -54,6 +60,29 @@ class RoundBatch:
                 f"RoundBatch: rows must be (n, d) with n = {n} client ids and sample counts; "
                 f"got {tuple(self.rows.shape)} and {len(self.num_samples)} counts"
             )
+        if self.losses is not None:
+            if len(self.losses) != n:
+                raise ValidationError(
+                    f"RoundBatch: losses must hold one loss per row (n = {n}) or be None; "
+                    f"got {len(self.losses)} losses"
+                )
+            self.losses = [float(loss) for loss in self.losses]
+
+    @staticmethod
+    def initial_losses(updates: Sequence[ClientUpdate]) -> list[float] | None:
+        """Every update's ``metrics["initial_loss"]`` in order, or ``None`` when one has none.
+
+        What the round engine puts in :attr:`losses`. Clients measure the loss when their
+        task asks for it (``TaskConfig(options={"initial_loss": True})``); with no such
+        request no update carries it, and the batch has no losses.
+        """
+        losses: list[float] = []
+        for update in updates:
+            loss = update.metrics.get("initial_loss")
+            if loss is None:
+                return None
+            losses.append(float(loss))
+        return losses
 
     @property
     def weights(self) -> Tensor:
@@ -69,8 +98,15 @@ class AggregateStage:
 
     Randomness (``Bucketing``) comes from ``ctx.generator("aggregate")``. Metrics are the
     strategy's (``rule``, ``n``, ``n_aggregated``, ``pre_aggregators``,
-    ``dropped_nonfinite``: indices into the batch's rows) plus ``dropped_nonfinite_clients``
-    (the ids of those rows), ``total_samples`` and ``server_optimizer`` (class name or None).
+    ``dropped_nonfinite`` and ``excluded``: indices into the batch's rows, see
+    :class:`AggregationResult`) plus ``dropped_nonfinite_clients`` and ``excluded_clients``
+    (the ids of those rows; ``excluded_clients`` is ``None`` where ``excluded`` is),
+    ``total_samples`` and ``server_optimizer`` (class name or None).
+
+    An aggregator with ``needs_losses`` (:class:`QFedAvg`) gets the batch's
+    :attr:`RoundBatch.losses`; a batch without them, or with a loss that is not a finite
+    number >= 0, is refused with a :class:`~velocity.errors.ValidationError` saying which
+    clients and how to ask for the losses.
     """
 
     strategy: Strategy
@@ -87,15 +123,45 @@ class AggregateStage:
     ) -> tuple[RoundBatch, StageState, Mapping[str, Any]]:
         counts = [int(c) for c in x.num_samples]
         weights = torch.tensor(counts, dtype=torch.float64, device=x.rows.device)
-        result = self.strategy.aggregate(x.rows, weights, generator=ctx.generator("aggregate"))
+        generator = ctx.generator("aggregate")
+        if self.strategy.aggregator.needs_losses:
+            losses = _batch_losses(x, type(self.strategy.aggregator).__name__)
+            result = self.strategy.aggregate(x.rows, weights, generator=generator, losses=losses)
+        else:
+            result = self.strategy.aggregate(x.rows, weights, generator=generator)
         metrics: dict[str, Any] = dict(result.metrics)
         dropped = metrics.get("dropped_nonfinite", [])
         metrics["dropped_nonfinite_clients"] = [x.client_ids[int(i)] for i in dropped]
+        excluded = metrics.get("excluded")
+        metrics["excluded_clients"] = (
+            None if excluded is None else [x.client_ids[int(i)] for i in excluded]
+        )
         metrics["total_samples"] = sum(counts)
         optimizer = self.strategy.server_optimizer
         metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
         x.update = result.update
         return x, state, metrics
+
+
+def _batch_losses(x: RoundBatch, rule: str) -> Tensor:
+    """The batch's losses as a float64 tensor, or a refusal naming the clients at fault."""
+    if x.losses is None:
+        raise ValidationError(
+            f"{rule} needs every client's initial_loss (the loss of the round's global model "
+            "on its training data, measured before training), but this round's updates did "
+            "not all report one; clients measure it when their task asks for it with "
+            "TaskConfig(options={'initial_loss': True})"
+        )
+    bad = [
+        f"{cid!r} reported {loss!r}"
+        for cid, loss in zip(x.client_ids, x.losses, strict=True)
+        if not (math.isfinite(loss) and loss >= 0)
+    ]
+    if bad:
+        raise ValidationError(
+            f"{rule} needs every client's initial_loss to be a finite number >= 0; {'; '.join(bad)}"
+        )
+    return torch.tensor(x.losses, dtype=torch.float64)
 
 
 @dataclass(frozen=True)

@@ -405,8 +405,9 @@ def admit(
     admitted so far and is updated), is still encoded, has the wrong length, answers no
     outstanding ``task`` (when the caller tracks tasks: another round or another base
     version than the task's), is stamped for another round than ``round_`` (without a task),
-    or carries no digest (unless ``require_digest`` is false) or one that does not match
-    its delta. Anything that is not a :class:`ClientUpdate` raises ``ValidationError``.
+    reports an ``initial_loss`` metric that is not a finite number ``>= 0``, or carries no
+    digest (unless ``require_digest`` is false) or one that does not match its delta.
+    Anything that is not a :class:`ClientUpdate` raises ``ValidationError``.
     """
     if not isinstance(update, ClientUpdate):
         raise ValidationError(
@@ -431,6 +432,15 @@ def admit(
             )
     elif update.round not in (0, round_):
         return reject(f"update is for round {update.round}, not {round_}")
+    loss = update.metrics.get("initial_loss")
+    if loss is not None and not (
+        isinstance(loss, int | float)
+        and not isinstance(loss, bool)
+        and math.isfinite(loss)
+        and loss >= 0
+    ):
+        # Loss-weighted rules (QFedAvg) read it: one bad value must cost only its sender.
+        return reject(f"initial_loss must be a finite number >= 0; got {loss!r}")
     if update.digest is None:
         if require_digest:
             return reject("update carries no digest")

@@ -41,6 +41,8 @@ class RoundResult:
         reported; ``None`` when none reported one.
     client_accuracy : mapping of str to float
         Local training accuracy each honest participant reported.
+    samples : mapping of str to int
+        The sample count each aggregated row carried (its weight), by participant id.
     bytes_up, bytes_down : int
         Serialized (safetensors) bytes uploaded by the participants and broadcast to the
         selected clients.
@@ -66,6 +68,7 @@ class RoundResult:
     global_accuracy: float | None = None
     train_loss: float | None = None
     client_accuracy: Mapping[str, float] = field(default_factory=dict)
+    samples: Mapping[str, int] = field(default_factory=dict)
     bytes_up: int = 0
     bytes_down: int = 0
     duration_s: float = 0.0
@@ -107,7 +110,7 @@ class RoundResult:
         Keys: ``round``, ``num_clients``, ``global_loss``, ``attack_results``,
         ``selected_client_ids`` (the seed's ``VelocityServer.run()`` keys), then
         ``global_accuracy``, ``train_loss``, ``participated``, ``dropped``, ``stragglers``,
-        ``rejected``, ``failures``, ``client_accuracy``, ``bytes_up``, ``bytes_down``,
+        ``rejected``, ``failures``, ``client_accuracy``, ``samples``, ``bytes_up``, ``bytes_down``,
         ``duration_s``, ``clock_s``, ``aggregation``, ``stages``.
         """
 
@@ -128,6 +131,7 @@ class RoundResult:
             "rejected": list(self.rejected),
             "failures": [f.to_dict() for f in self.failures],
             "client_accuracy": {k: float(v) for k, v in self.client_accuracy.items()},
+            "samples": {k: int(v) for k, v in self.samples.items()},
             "bytes_up": int(self.bytes_up),
             "bytes_down": int(self.bytes_down),
             "duration_s": float(self.duration_s),
@@ -149,6 +153,7 @@ class RoundResult:
                 global_accuracy=d.get("global_accuracy"),
                 train_loss=d.get("train_loss"),
                 client_accuracy=dict(d.get("client_accuracy", {})),
+                samples={str(k): int(v) for k, v in dict(d.get("samples", {})).items()},
                 bytes_up=int(d.get("bytes_up", 0)),
                 bytes_down=int(d.get("bytes_down", 0)),
                 duration_s=float(d.get("duration_s", 0.0)),
