@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from velocity import governance as gov
 from velocity.errors import ConfigurationError, ValidationError
+from velocity.experiments.outputs import _write
 from velocity.server.audit import AuditTrail
 
 if TYPE_CHECKING:
@@ -126,16 +127,18 @@ def _git() -> dict[str, Any]:
 
 
 def _platform() -> dict[str, Any]:
+    """The platform part of :func:`~velocity.experiments.results.run_environment` (the same
+    facts summary.json records), plus what only a replay needs."""
     import torch
 
+    from velocity.experiments.results import run_environment
+
+    env = run_environment()
     return {
         "system": platform.system(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "python": platform.python_version(),
+        **{k: env[k] for k in ("platform", "machine", "processor", "python")},
         "python_implementation": platform.python_implementation(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": env["torch_threads"],
         "cuda": torch.cuda.is_available(),
     }
 
@@ -300,10 +303,7 @@ class RunGovernance:
             manifest = build_manifest(
                 self.config, datasets=self.dataset_digests, model_chain=self.trail.model_chain
             )
-            path = self.directory / gov.MANIFEST
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(_json_bytes(manifest))
-            tmp.replace(path)
+            path = _write(self.directory / gov.MANIFEST, _json_bytes(manifest))
             rel = path.relative_to(run_dir).as_posix()
             files[rel] = gov.file_digest(path)
             out.append(rel)

@@ -217,6 +217,7 @@ class AuditTrail:
                 )
             }
         privacy = result.stages.get("privacy", {})
+        record = result.to_dict()  # JSON-safe values (non-finite floats -> None)
         data = {
             "selected": list(result.selected_client_ids),
             "participated": list(result.participated),
@@ -232,9 +233,9 @@ class AuditTrail:
             "model_after": after,
             "model_chain": link,
             "epsilon": privacy.get("epsilon"),
-            "attacks": result.to_dict()["attack_results"],
-            "global_accuracy": result.to_dict()["global_accuracy"],
-            "global_loss": result.to_dict()["global_loss"],
+            "attacks": record["attack_results"],
+            "global_accuracy": record["global_accuracy"],
+            "global_loss": record["global_loss"],
         }
         self._append("round", data, result.round)
         self._model, self._chain = after, link
