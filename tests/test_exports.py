@@ -21,6 +21,8 @@ MODULES = [
     "velocity.governance",
     "velocity.metrics",
     "velocity.secagg",
+    "velocity.privacy",
+    "velocity.compression",
 ]
 
 

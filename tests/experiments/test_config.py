@@ -94,7 +94,16 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("simulation.straggler.delay_distribution", "pareto", "must be one of 'lognormal'"),
     ("simulation.straggler.delay_mean_s", 0, "must be > 0; got 0"),
     ("simulation.straggler.delay_sigma", -1, "must be >= 0; got -1"),
-    ("privacy.enabled", True, "privacy is not available yet in this version (planned)"),
+    ("privacy.enabled", "yes", "must be true or false; got 'yes'"),
+    ("privacy.mode", "global", "must be one of 'central', 'local', 'dp_sgd'"),
+    ("privacy.noise_multiplier", 0, "must be > 0; got 0"),
+    ("privacy.accountant", "gdp", "must be one of 'rdp', 'pld'"),
+    ("privacy.client_sampling", "shuffle", "must be one of 'poisson', 'fixed'"),
+    ("privacy.clipping", "auto", "must be one of 'fixed', 'adaptive'"),
+    ("privacy.target_quantile", 1.5, "must be >= 0 and <= 1; got 1.5"),
+    ("secure_aggregation.corrupt_fraction", 1, "must be >= 0 and < 1; got 1"),
+    ("secure_aggregation.security_bits", 0, "must be >= 1 and <= 256; got 0"),
+    ("secure_aggregation.fixed_point_bits", 31, "must be >= 0 and <= 30; got 31"),
     ("privacy.epsilon", 0, "must be > 0; got 0"),
     ("privacy.delta", 1, "must be > 0 and < 1; got 1"),
     ("privacy.max_grad_norm", 0, "must be > 0; got 0"),
@@ -113,8 +122,9 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("async_fl.staleness_strategy", "linear", "must be one of 'uniform', 'inverse_staleness'"),
     ("async_fl.staleness_decay_factor", 0, "must be > 0 and <= 1; got 0"),
     ("async_fl.staleness_decay_factor", 1.5, "must be > 0 and <= 1; got 1.5"),
-    ("compression.enabled", True, "compression is not available yet in this version (planned)"),
-    ("compression.strategy", "svd", "must be one of 'topk', 'quantization'; got 'svd'"),
+    ("compression.enabled", "on", "must be true or false"),
+    ("compression.strategy", "svd", "must be one of 'topk', 'quantization', 'qsgd'; got 'svd'"),
+    ("compression.qsgd_levels", 0, "must be >= 1 and <= 32767; got 0"),
     ("compression.topk_ratio", 0, "must be > 0 and <= 1; got 0"),
     ("compression.quantization_bits", 4, "must be one of 8, 16; got 4"),
     ("compression.error_feedback", "off", "must be true or false"),
@@ -165,7 +175,7 @@ def test_every_problem_is_reported_at_once() -> None:
     data = _with("training.client_fraction", 1.5)
     data = _with("client.lr", 0, data)
     data = _with("simulation.partitioning", "random", data)
-    data = _with("privacy.enabled", True, data)
+    data = _with("privacy.enabled", "yes", data)
     data = _with("model_id", "resnet", data)
     with pytest.raises(InvalidConfigError) as info:
         parse_config(data, source="exp.yaml")
@@ -472,10 +482,20 @@ def test_resolved_fills_everything() -> None:
     assert resolved["simulation"]["straggler"]["delay_distribution"] == "lognormal"
     assert resolved["privacy"] == {
         "enabled": False,
+        "mode": "central",
         "epsilon": 1.0,
         "delta": 1.0e-5,
         "max_grad_norm": 1.0,
+        "noise_multiplier": None,
+        "clipping": "fixed",
+        "accountant": "rdp",
+        "client_sampling": "fixed",
+        "target_quantile": 0.5,
+        "clip_lr": 0.2,
+        "count_stddev": None,
+        "distributed": False,
     }
+    assert resolved["secure_aggregation"]["enabled"] is False
     assert "backend" in resolved
     assert resolved["backend"] == {
         "type": "sequential",

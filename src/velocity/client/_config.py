@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from velocity._validation import Integer, NoneOr, Real, check_parameters
+from velocity.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -18,7 +19,8 @@ __all__ = ["TrainConfig", "TrainResult"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a client trains locally: minibatch SGD, optionally with FedProx's proximal term.
+    """How a client trains locally: minibatch SGD, optionally with FedProx's proximal term
+    and example-level DP-SGD.
 
     Settings are validated at construction; an ``int`` is accepted where a float is expected.
 
@@ -44,6 +46,24 @@ class TrainConfig:
         FedProx's ``mu`` (>= 0): the local objective becomes
         ``loss(w) + mu/2 · ‖w − w_global‖²`` (Li et al. 2020, "Federated Optimization in
         Heterogeneous Networks"). ``0`` is plain FedAvg local training.
+    dp_clip : float, optional
+        Example-level DP-SGD (Abadi et al. 2016, "Deep Learning with Differential
+        Privacy"): the L2 norm ``C`` (> 0) each example's gradient is clipped to. ``None``
+        (the default) trains without DP-SGD. When set, every step samples its batch by
+        Poisson sampling with rate ``q = min(1, batch_size / n)`` and its gradient is
+        ``(Σ_i clip_C(g_i) + N(0, (z·C)² I)) / (q·n)``; see :class:`Trainer`.
+    dp_noise_multiplier : float
+        DP-SGD's noise multiplier ``z`` (>= 0): the Gaussian noise added to the sum of the
+        clipped gradients has standard deviation ``z·C`` per coordinate. ``0`` clips
+        without noise (no privacy). A value > 0 needs ``dp_clip``.
+
+    Notes
+    -----
+    DP-SGD combines with the other settings as post-processing of the private gradient:
+    ``momentum`` and ``weight_decay`` act in :class:`torch.optim.SGD` on it, and FedProx's
+    proximal gradient ``mu · (w − w_global)``, which depends on no example, is added to
+    it after the noise, unclipped. The privacy of the update is that of the DP-SGD steps;
+    computing ``(ε, δ)`` from ``q``, ``z`` and the number of steps is the accountant's job.
 
     Examples
     --------
@@ -54,6 +74,12 @@ class TrainConfig:
     Traceback (most recent call last):
         ...
     velocity.errors.ConfigurationError: TrainConfig.lr must be a finite float > 0; got 0
+    >>> TrainConfig(dp_clip=1, dp_noise_multiplier=1.1).dp_clip
+    1.0
+    >>> TrainConfig(dp_noise_multiplier=1.1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    velocity.errors.ConfigurationError: TrainConfig.dp_noise_multiplier > 0 needs dp_clip ...
     """
 
     batch_size: int = 32
@@ -63,6 +89,8 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     prox_mu: float = 0.0
+    dp_clip: float | None = None
+    dp_noise_multiplier: float = 0.0
 
     _constraints: ClassVar[Mapping[str, Constraint]] = {
         "batch_size": Integer(low=1),
@@ -72,10 +100,18 @@ class TrainConfig:
         "momentum": Real(low=0, high=1, high_open=True),
         "weight_decay": Real(low=0),
         "prox_mu": Real(low=0),
+        "dp_clip": NoneOr(Real(low=0, low_open=True)),
+        "dp_noise_multiplier": Real(low=0),
     }
 
     def __post_init__(self) -> None:
         check_parameters(self)
+        if self.dp_noise_multiplier > 0 and self.dp_clip is None:
+            raise ConfigurationError(
+                "TrainConfig.dp_noise_multiplier > 0 needs dp_clip (the clipping norm that "
+                f"scales the noise); got dp_noise_multiplier={self.dp_noise_multiplier!r}, "
+                "dp_clip=None"
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,7 +131,11 @@ class TrainResult:
     metrics : mapping of str to float
         ``"steps"`` (SGD steps taken), ``"samples_seen"`` and, for classification (logits
         ``(N, C)`` with integer targets ``(N,)``), ``"accuracy"``: the fraction of examples
-        predicted correctly in the minibatches seen, before each step.
+        predicted correctly in the minibatches seen, before each step. With DP-SGD
+        (``TrainConfig.dp_clip`` set) ``loss`` and ``"accuracy"`` are means over the
+        examples seen (the Poisson batches vary in size; ``nan`` if no example was
+        sampled), and ``"dp_steps"`` (DP-SGD steps) and ``"dp_clipped_fraction"`` (the
+        fraction of the examples seen whose gradient norm exceeded ``C``) are added.
     """
 
     delta: Tensor

@@ -1,4 +1,5 @@
-"""Local training of one client: minibatch SGD on in-memory tensors, FedProx optional."""
+"""Local training of one client: minibatch SGD on in-memory tensors, FedProx and
+example-level DP-SGD optional."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from velocity.client._config import TrainConfig, TrainResult
+from velocity.client._dpsgd import (
+    add_gaussian_noise,
+    check_per_example_model,
+    clipped_gradient_sum,
+    poisson_mask,
+)
 from velocity.errors import ConfigurationError, ValidationError
 from velocity.types import ParamSpec
 
@@ -63,6 +70,34 @@ class Trainer:
     the CPU. Models with dropout would draw their masks from PyTorch's global generator;
     none of the :mod:`velocity.models` models has dropout.
 
+    **DP-SGD.** With ``config.dp_clip = C`` set, the local steps are those of DP-SGD (Abadi
+    et al. 2016, "Deep Learning with Differential Privacy", Algorithm 1) instead of the
+    shuffled minibatches:
+
+    - *Poisson sampling*: at every step each of the client's ``n`` examples is in the batch
+      independently with probability ``q = min(1, B / n)`` (``torch.rand(n) < q`` from the
+      ``generator``), which is the sampling the privacy accountants analyse; batch sizes
+      vary and may be 0. The number of steps is the plain path's: ``local_steps`` if set,
+      else ``local_epochs · ceil(n / B)``.
+    - *Per-example gradients* with :mod:`torch.func` (``vmap(grad(·))`` over a
+      ``functional_call`` of the model, in chunks that bound the memory), each clipped as a
+      whole (all parameters together) to L2 norm ``C`` by the factor
+      ``min(1, C / (‖g_i‖ + 1e-6))``.
+    - The step's gradient is ``(Σ_i clip_C(g_i) + N(0, (z·C)² I)) / (q·n)``, ``z`` the
+      noise multiplier. The denominator is the *expected* batch size ``q·n`` (``B`` when
+      ``B < n``), fixed, as the guarantee under Poisson sampling requires; an empty batch
+      still takes a step, with noise only. It is set as the parameters' ``.grad`` and the
+      same :class:`torch.optim.SGD` step follows, so momentum, weight decay and FedProx's
+      proximal gradient (which reads no example, added after the noise) are
+      post-processing of the private gradient.
+
+    Models with batch normalisation are refused (:class:`ConfigurationError`): batch
+    statistics mix the examples. Loss and accuracy are reported over the examples seen, as
+    the plain path does, for monitoring; they are computed from the private data and are
+    not covered by the DP guarantee. ``metrics`` gains ``"dp_steps"`` and
+    ``"dp_clipped_fraction"``. The accounting (``ε`` for ``q``, ``z`` and the steps) is
+    not done here.
+
     Examples
     --------
     >>> from velocity.models import build_model
@@ -99,6 +134,8 @@ class Trainer:
                 f"(spec: {len(spec)} tensors, d={spec.d}; model: {len(model_spec)} tensors, "
                 f"d={model_spec.d})"
             )
+        if config.dp_clip is not None:
+            check_per_example_model(model)
         self._model = model
         self._config = config
         self._loss_fn: LossFn = F.cross_entropy if loss_fn is None else loss_fn
@@ -148,7 +185,9 @@ class Trainer:
         indices : Tensor
             ``(n,)`` integer row numbers of this client's examples in ``x`` and ``y``.
         generator : torch.Generator
-            Source of the example order: one ``torch.randperm`` per epoch.
+            Source of the example order: one ``torch.randperm`` per epoch. With DP-SGD,
+            source of each step's Poisson sample (``torch.rand(n)``) and then of its noise
+            (one ``torch.randn`` of the trainable coordinates, when ``z > 0``).
         out : Tensor, optional
             ``(d,)`` float32 tensor to write the update into, typically row ``i`` of the
             round's :meth:`ParamSpec.stack`, on ``global_params``' device. Must not overlap
@@ -183,6 +222,8 @@ class Trainer:
                 f"train.initial_loss must be True or False; got {initial_loss!r}"
             )
         n = self._check_data(x, y, indices)
+        if config.dp_clip is not None:
+            check_per_example_model(self._model)
         self._check_vector("global_params", global_params)
         if not isinstance(generator, torch.Generator):
             raise ValidationError(f"train needs a torch.Generator; got {type(generator).__name__}")
@@ -222,6 +263,21 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         loss_fn = self._loss_fn
+        if config.dp_clip is not None:
+            return self._train_dpsgd(
+                config,
+                x,
+                y,
+                rows,
+                clip=config.dp_clip,
+                total=total,
+                optimizer=optimizer,
+                anchors=anchors,
+                generator=generator,
+                global_params=global_params,
+                out=out,
+                received_loss=received_loss,
+            )
         losses: list[Tensor] = []
         predictions: list[Tensor] = []
         targets: list[Tensor] = []
@@ -276,6 +332,98 @@ class Trainer:
             delta=out,
             num_samples=n,
             loss=loss_value,
+            metrics=MappingProxyType(metrics),
+        )
+
+    def _train_dpsgd(
+        self,
+        config: TrainConfig,
+        x: Tensor,
+        y: Tensor,
+        rows: Tensor,
+        *,
+        clip: float,
+        total: int,
+        optimizer: torch.optim.Optimizer,
+        anchors: list[Tensor],
+        generator: torch.Generator,
+        global_params: Tensor,
+        out: Tensor,
+        received_loss: float | None,
+    ) -> TrainResult:
+        """DP-SGD's ``total`` steps (Abadi et al. 2016, Algorithm 1); see the class notes."""
+        model = self._model
+        device = self._device()
+        move = x.device != device
+        n = int(rows.shape[0])
+        expected = min(config.batch_size, n)  # q·n, the fixed denominator
+        q = expected / n
+        noise_std = config.dp_noise_multiplier * clip
+        names = self._param_names
+        trainable = set(names)
+        frozen = {
+            name: tensor.detach()
+            for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+            if name not in trainable
+        }
+        mu = config.prox_mu
+
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        clipped = torch.zeros((), dtype=torch.int64, device=device)
+        samples_seen = 0
+        classify: bool | None = None
+
+        model.train()
+        for _ in range(total):
+            mask = poisson_mask(n, q, generator)
+            batch = rows[mask.to(rows.device)]
+            xb = x.index_select(0, batch)
+            yb = y.index_select(0, batch)
+            if move:
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
+            params = {name: p.detach() for name, p in zip(names, self._params, strict=True)}
+            step = clipped_gradient_sum(model, params, frozen, self._loss_fn, xb, yb, clip=clip)
+            add_gaussian_noise(step.sums, noise_std, generator)
+            for p, g in zip(self._params, step.sums, strict=True):
+                p.grad = g.div_(expected)
+            if mu:
+                self._add_proximal_gradient(mu, anchors)
+            optimizer.step()
+            size = int(batch.shape[0])
+            if size:
+                samples_seen += size
+                loss_sum += step.losses.double().sum()
+                clipped += step.num_clipped
+                if classify is None:
+                    classify = _is_classification(step.outputs, yb)
+                if classify:
+                    correct += (step.outputs.argmax(1) == yb).sum()
+        optimizer.zero_grad()
+
+        with torch.no_grad():
+            self._spec.flatten(model.state_dict(), out=out)
+            out.sub_(global_params)
+
+        loss_total, correct_total, clipped_total = torch.stack(
+            [loss_sum, correct.double(), clipped.double()]
+        ).tolist()
+        seen = samples_seen if samples_seen else math.nan
+        metrics: dict[str, float] = {
+            "steps": float(total),
+            "samples_seen": float(samples_seen),
+            "dp_steps": float(total),
+            "dp_clipped_fraction": clipped_total / seen,
+        }
+        if received_loss is not None:
+            metrics["initial_loss"] = received_loss
+        if classify:
+            metrics["accuracy"] = correct_total / seen
+        return TrainResult(
+            delta=out,
+            num_samples=n,
+            loss=loss_total / seen,
             metrics=MappingProxyType(metrics),
         )
 

@@ -10,7 +10,14 @@ and the values it accepts)::
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
     governance:   enabled, save_audit_log, save_replay_manifest, sign, signing_key
     metrics:      weight_divergence, cosine_similarity, client_eval, client_eval_samples
-    privacy, async_fl, compression   (validated; enabled: true is not available yet)
+    privacy:      enabled, mode, epsilon, delta, max_grad_norm, noise_multiplier, clipping,
+                  accountant, client_sampling, target_quantile, clip_lr, count_stddev,
+                  distributed
+    compression:  enabled, strategy, topk_ratio, quantization_bits, qsgd_levels,
+                  error_feedback, error_feedback_memory_mb, downlink
+    secure_aggregation: enabled, corrupt_fraction, dropout_rate, security_bits,
+                  correctness_bits, fixed_point_bits, clip, dropout_after_masking
+    async_fl      (validated; enabled: true is not available yet)
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
     backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
@@ -78,6 +85,7 @@ __all__ = [
     "MetricsConfig",
     "OutputConfig",
     "PrivacyConfig",
+    "SecureAggregationConfig",
     "SimulationConfig",
     "StragglerConfig",
     "TrackingConfig",
@@ -234,14 +242,65 @@ class SimulationConfig(_Section):
     straggler: StragglerConfig = Field(default_factory=StragglerConfig)
 
 
-class PrivacyConfig(_PlannedSection):
-    """DP-FedAvg (Gaussian mechanism, L2 clipping) — planned."""
+class PrivacyConfig(_Section):
+    """Differential privacy (``docs/privacy.md``): DP-FedAvg, local DP or DP-SGD.
 
-    _section = "privacy"
+    ``epsilon``/``delta`` is the budget of the whole run; ``max_grad_norm`` the clipping
+    bound (of each client's update in ``central`` and ``local`` mode, of each example's
+    gradient in ``dp_sgd``). ``noise_multiplier`` is calibrated from the budget when absent;
+    when given, a run whose planned rounds would exceed the budget refuses to start.
+    ``accountant``: ``rdp`` (default) or ``pld``; ``client_sampling``: ``fixed`` (the
+    round's ``clients_per_round`` drawn without replacement, replace-one adjacency) or
+    ``poisson`` (each client with probability ``client_fraction``, add/remove-one).
+    ``clipping: adaptive`` (central) tracks the ``target_quantile`` of the update norms
+    (Andrew et al. 2021; ``clip_lr``, ``count_stddev``). ``distributed`` (central, with
+    secure aggregation): the clients add the noise.
+    """
 
+    enabled: bool = False
+    mode: Literal["central", "local", "dp_sgd"] = "central"
     epsilon: float = Field(default=1.0, gt=0)
     delta: float = Field(default=1.0e-5, gt=0, lt=1)
     max_grad_norm: float = Field(default=1.0, gt=0)
+    noise_multiplier: float | None = Field(default=None, gt=0)
+    clipping: Literal["fixed", "adaptive"] = "fixed"
+    accountant: Literal["rdp", "pld"] = "rdp"
+    client_sampling: Literal["poisson", "fixed"] = "fixed"
+    target_quantile: float = Field(default=0.5, ge=0, le=1)
+    clip_lr: float = Field(default=0.2, gt=0)
+    count_stddev: float | None = Field(default=None, gt=0)
+    distributed: bool = False
+
+    @model_validator(mode="after")
+    def _modes(self) -> PrivacyConfig:
+        if self.clipping == "adaptive" and self.mode != "central":
+            raise ValueError(f"clipping: adaptive needs mode: central; got mode: {self.mode}")
+        if self.distributed and self.mode != "central":
+            raise ValueError(f"distributed: true needs mode: central; got mode: {self.mode}")
+        return self
+
+
+class SecureAggregationConfig(_Section):
+    """Secure aggregation (SecAgg+, ``docs/privacy.md``): the server sees only the sum.
+
+    The graph degree and threshold are derived from the threat model — ``corrupt_fraction``
+    (clients colluding with the server), ``dropout_rate`` (clients that may drop during a
+    round), ``security_bits`` and ``correctness_bits`` — never picked by hand.
+    ``fixed_point_bits`` (default: the largest that cannot wrap) and ``clip`` (each
+    coordinate is clipped to ``[-clip, clip]`` before encoding; default: privacy's
+    ``max_grad_norm`` plus room for the noise, else 1.0) set the encoding.
+    ``dropout_after_masking`` simulates clients that vanish after sending their masked
+    input (recovered through their Shamir shares).
+    """
+
+    enabled: bool = False
+    corrupt_fraction: float = Field(default=0.1, ge=0, lt=1)
+    dropout_rate: float = Field(default=0.1, ge=0, lt=1)
+    security_bits: int = Field(default=40, ge=1, le=256)
+    correctness_bits: int = Field(default=20, ge=1, le=128)
+    fixed_point_bits: int | None = Field(default=None, ge=0, le=30)
+    clip: float | None = Field(default=None, gt=0)
+    dropout_after_masking: float = Field(default=0.0, ge=0, lt=1)
 
 
 class GovernanceConfig(_Section):
@@ -298,15 +357,26 @@ class AsyncFLConfig(_PlannedSection):
         return self
 
 
-class CompressionConfig(_PlannedSection):
-    """Top-k sparsification or quantization of the updates — planned."""
+class CompressionConfig(_Section):
+    """Update compression (``docs/compression.md``): codecs with exact wire sizes.
 
-    _section = "compression"
+    ``strategy``: ``topk`` (``topk_ratio`` of the coordinates, values + indices),
+    ``quantization`` (``quantization_bits`` 16: float16, 8: int8 with a per-tensor scale) or
+    ``qsgd`` (unbiased stochastic quantization to ``qsgd_levels`` levels). ``error_feedback``
+    keeps each client's residual (what the codec dropped) and adds it to its next update,
+    for at most ``error_feedback_memory_mb`` of residuals (least recently used clients
+    forget theirs). ``downlink`` also compresses the model difference the server sends (the
+    server keeps its own residual with ``error_feedback``; needs a plain server step).
+    """
 
-    strategy: Literal["topk", "quantization"] = "topk"
+    enabled: bool = False
+    strategy: Literal["topk", "quantization", "qsgd"] = "topk"
     topk_ratio: float = Field(default=0.1, gt=0, le=1)
     quantization_bits: Literal[8, 16] = 16
+    qsgd_levels: int = Field(default=16, ge=1, le=32767)
     error_feedback: bool = False
+    error_feedback_memory_mb: float = Field(default=1024.0, gt=0)
+    downlink: bool = False
 
 
 class BackendConfig(_Section):
@@ -376,6 +446,7 @@ class ExperimentConfig(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     async_fl: AsyncFLConfig = Field(default_factory=AsyncFLConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
     attacks: list[Any] = Field(default_factory=list)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -435,6 +506,85 @@ class ExperimentConfig(_Section):
             raise ValueError("; ".join(problems))
         return copy.deepcopy(attacks)
 
+    def _check_privacy(self) -> list[str]:
+        """Privacy, compression and secure aggregation against the strategy and each other."""
+        problems: list[str] = []
+        privacy, secure, compression = self.privacy, self.secure_aggregation, self.compression
+        sum_only = (privacy.enabled and privacy.mode == "central") or secure.enabled
+        if sum_only:
+            from velocity.strategies import mean_based
+
+            strategy = self.strategy_obj()
+            if not mean_based(strategy):
+                who = "secure_aggregation" if secure.enabled else "privacy.mode: central"
+                problems.append(
+                    f"strategy: {who} gives the server only a (noised) sum of the updates, so "
+                    f"the rule must be a plain mean (FedAvg, FedAvgM, FedAdam, FedAdagrad, "
+                    f"FedYogi, FedProx, no pre-aggregators); got {strategy!r}"
+                )
+        if privacy.enabled and privacy.distributed and not secure.enabled:
+            problems.append(
+                "privacy.distributed: true needs secure_aggregation.enabled: true (without it "
+                "the server sees each client's noise share)"
+            )
+        if secure.enabled and privacy.enabled and privacy.clipping == "adaptive":
+            problems.append(
+                "privacy.clipping: adaptive needs the update norms, which secure aggregation "
+                "hides; use clipping: fixed"
+            )
+        if secure.enabled and privacy.enabled and privacy.mode != "central":
+            problems.append(
+                f"secure_aggregation with privacy.mode: {privacy.mode}: use mode: central "
+                "(secure aggregation replaces local noise by a noised sum)"
+            )
+        if compression.enabled and compression.downlink:
+            optimizer = self.strategy_obj().server_optimizer
+            if optimizer is not None:
+                problems.append(
+                    "compression.downlink: clients rebuild the model from the decoded "
+                    "difference, which needs a plain server step; the strategy has server "
+                    f"optimizer {type(optimizer).__name__}"
+                )
+        if secure.enabled and compression.enabled:
+            problems.append(
+                "compression: codecs and secure aggregation do not compose here (masked field "
+                "elements do not compress); disable one of them"
+            )
+        if secure.enabled and self.training.clients_per_round < 3:
+            problems.append(
+                "secure_aggregation: needs at least 3 clients per round; got "
+                f"{self.training.clients_per_round}"
+            )
+        elif secure.enabled:
+            from velocity.secagg import ThreatModel, derive_parameters
+
+            try:
+                derive_parameters(
+                    self.training.clients_per_round,
+                    ThreatModel(
+                        secure.corrupt_fraction,
+                        secure.dropout_rate,
+                        secure.security_bits,
+                        secure.correctness_bits,
+                    ),
+                )
+            except ConfigurationError as error:
+                problems.append(f"secure_aggregation: {error}")
+        if secure.enabled:
+            from velocity.attacks import DataAttack
+
+            crafting = [
+                spec.attack.name
+                for spec in self.attack_specs()
+                if not isinstance(spec.attack, DataAttack)
+            ]
+            if crafting:
+                problems.append(
+                    "attacks: secure aggregation hides the rows that crafted-update attacks "
+                    f"({', '.join(crafting)}) read and replace; use data attacks only"
+                )
+        return problems
+
     @model_validator(mode="after")
     def _check_across_fields(self) -> ExperimentConfig:
         problems: list[str] = []
@@ -486,6 +636,7 @@ class ExperimentConfig(_Section):
         else:
             if not problems:
                 problems.extend(self._dry_run(plan))
+        problems.extend(self._check_privacy())
         governance = self.governance
         if governance.sign and governance.signing_key is None:
             problems.append(

@@ -92,6 +92,9 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
     research = research_summary(result.rounds)
     if research:
         summary["research"] = research
+    privacy = privacy_summary(result.rounds)
+    if privacy:
+        summary["privacy"] = privacy
     governance = result.config.get("governance")
     if isinstance(governance, dict) and governance.get("enabled"):
         summary["governance"] = {
@@ -105,6 +108,24 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
         summary["written_at"] = written_at
     result_dict: dict[str, Any] = jsonable(summary)
     return result_dict
+
+
+def privacy_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
+    """The ``privacy`` object of a private run: what its last round reported (epsilon spent
+    so far, delta, noise multiplier, sampling and its rate, accountant, neighbouring
+    relation, ...) and the RDP ``orders`` used; ``{}`` without privacy."""
+    for record in reversed(rounds):
+        privacy = record.stages.get("privacy")
+        if privacy:
+            out = dict(privacy)
+            if out.get("accountant") == "rdp":
+                from velocity.privacy import DEFAULT_RDP_ORDERS
+
+                out["orders"] = [float(order) for order in DEFAULT_RDP_ORDERS]
+            else:
+                out["orders"] = None
+            return out
+    return {}
 
 
 def research_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:

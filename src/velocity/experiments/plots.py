@@ -158,6 +158,35 @@ def plot_client_eval_accuracy(result: RunResult) -> bytes:
     )
 
 
+def _epsilons(result: RunResult) -> list[float | None]:
+    out: list[float | None] = []
+    for record in result.rounds:
+        value = record.stages.get("privacy", {}).get("epsilon")
+        out.append(None if value is None else float(value))
+    return out
+
+
+def plot_privacy_utility(result: RunResult) -> bytes:
+    """Test accuracy (%) against the privacy spent (epsilon) after each evaluated round."""
+    figure = _figure()
+    ax = figure.subplots()
+    epsilons = _epsilons(result)
+    pairs = [
+        (eps, 100.0 * record.global_accuracy)
+        for eps, record in zip(epsilons, result.rounds, strict=True)
+        if eps is not None and record.global_accuracy is not None and math.isfinite(eps)
+    ]
+    if not pairs:
+        _empty(ax, "no evaluated private rounds")
+    else:
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "o-", markersize=3)
+        ax.set_xlabel("epsilon spent (delta fixed)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    ax.set_title(f"{result.name}: accuracy against privacy spent")
+    return _png(figure)
+
+
 def _client_heatmap(
     result: RunResult, series: Sequence[Mapping[str, float]], label: str, title: str
 ) -> bytes:
@@ -288,7 +317,8 @@ PLOT_FILES: Final[dict[str, Callable[[RunResult], bytes]]] = {
 
 def render_plots(result: RunResult) -> dict[str, bytes]:
     """Every figure of :data:`PLOT_FILES` as PNG bytes, keyed by file name, and
-    ``client_eval_accuracy.png`` when the run measured ``metrics.client_eval``.
+    ``client_eval_accuracy.png`` when the run measured ``metrics.client_eval``, and
+    ``privacy_utility.png`` (accuracy against epsilon) for a private run.
 
     Raises
     ------
@@ -298,4 +328,6 @@ def render_plots(result: RunResult) -> dict[str, bytes]:
     plots = {name: render(result) for name, render in PLOT_FILES.items()}
     if any(_client_eval(result)):
         plots["client_eval_accuracy.png"] = plot_client_eval_accuracy(result)
+    if any(eps is not None for eps in _epsilons(result)):
+        plots["privacy_utility.png"] = plot_privacy_utility(result)
     return plots

@@ -204,6 +204,24 @@ def _research(summary: Mapping[str, Any]) -> str:
     return f"<h2>Research metrics</h2><table>{body}</table>"
 
 
+def _privacy(summary: Mapping[str, Any]) -> str:
+    privacy = dict(summary.get("privacy") or {})
+    if not privacy:
+        return ""
+    keys = (
+        "mode", "epsilon", "epsilon_budget", "delta", "noise_multiplier", "calibrated",
+        "max_grad_norm", "clipping", "sampling", "sampling_rate", "rounds", "accountant",
+        "neighboring_relation", "unit", "distributed",
+    )  # fmt: skip
+    rows = [
+        (k.replace("_", " "), _number(v) if isinstance(v, float) else v)
+        for k in keys
+        if (v := privacy.get(k)) is not None
+    ]
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<h2>Privacy</h2><table>{body}</table>"
+
+
 def _identity(result: RunResult, summary: Mapping[str, Any]) -> str:
     strategy = summary.get("strategy")
     shown = json.dumps(strategy, sort_keys=False) if strategy is not None else "–"
@@ -265,6 +283,7 @@ def render_report(
             _plots(plots, plots_note),
             "<h2>Rounds</h2>",
             _table(result),
+            _privacy(summary),
             _research(summary),
             "<h2>Client credits</h2>",
             _credits(summary),

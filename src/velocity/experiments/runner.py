@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,9 +17,12 @@ if TYPE_CHECKING:
     from velocity.data import ArrayDataset
     from velocity.experiments.config import ExperimentConfig
     from velocity.experiments.results import RunResult
+    from velocity.compression import DownlinkCodec
+    from velocity.privacy import PrivacySettings
     from velocity.server.builder import Federation
+    from velocity.sim.secure import SecAggConfig
     from velocity.strategies import RoundBatch
-    from velocity.types import Stage
+    from velocity.types import ParamSpec, Stage, UpdateEncoder
 
 __all__ = ["build_simulation", "model_digest", "run_experiment"]
 
@@ -50,6 +55,7 @@ def build_simulation(
     from velocity.sim.settings import SimulationSettings
     from velocity.strategies import FedProx
 
+    guard = protections(config, seed=seed)
     strategy = config.strategy_obj()
     aggregator = strategy.aggregator
     client = config.client
@@ -100,7 +106,80 @@ def build_simulation(
         stages=stages,
         post_stages=post_stages,
         client_eval_samples=metrics.client_eval_samples if metrics.client_eval else None,
+        num_rounds=config.training.num_rounds,
+        privacy=guard.privacy,
+        encoder_for=guard.encoder_for,
+        secure=guard.secure,
+        downlink_for=guard.downlink_for,
     )
+
+
+@dataclass(frozen=True)
+class Protections:
+    """``make_simulation``'s ``privacy``, ``encoder_for`` and ``secure`` arguments."""
+
+    privacy: PrivacySettings | None = None
+    encoder_for: Callable[[ParamSpec], UpdateEncoder] | None = None
+    secure: SecAggConfig | None = None
+    downlink_for: Callable[[ParamSpec], DownlinkCodec] | None = None
+
+
+def protections(config: ExperimentConfig, *, seed: int) -> Protections:
+    """What the config's ``privacy``, ``compression`` and ``secure_aggregation`` sections
+    ask ``make_simulation`` for (``None`` where a section is off)."""
+    privacy = config.privacy
+    settings = None
+    if privacy.enabled:
+        from velocity.privacy import PrivacySettings
+
+        fields = privacy.model_dump()
+        fields.pop("enabled")
+        settings = PrivacySettings(**fields)
+    compression = config.compression
+    encoder_for = downlink_for = None
+    if compression.enabled:
+        from velocity.compression import CodecEncoder, DownlinkCodec, codec_from_config
+
+        codec = codec_from_config(
+            compression.strategy,
+            topk_ratio=compression.topk_ratio,
+            quantization_bits=compression.quantization_bits,
+            qsgd_levels=compression.qsgd_levels,
+        )
+        encoder_for = functools.partial(
+            CodecEncoder,
+            codec,
+            error_feedback=compression.error_feedback,
+            memory_mb=compression.error_feedback_memory_mb,
+        )
+        if compression.downlink:
+            downlink_for = functools.partial(
+                DownlinkCodec, codec, error_feedback=compression.error_feedback
+            )
+    secure = config.secure_aggregation
+    secagg = None
+    if secure.enabled:
+        from velocity.secagg import ThreatModel
+        from velocity.sim.secure import SecAggConfig
+
+        clip = secure.clip
+        if clip is None:
+            clip = privacy.max_grad_norm if privacy.enabled else 1.0
+            if privacy.enabled and privacy.distributed:
+                clip *= 2.0  # room for the clients' noise shares (beyond: clipped per coordinate)
+        secagg = SecAggConfig(
+            threat=ThreatModel(
+                corrupt_fraction=secure.corrupt_fraction,
+                dropout_rate=secure.dropout_rate,
+                security_bits=secure.security_bits,
+                correctness_bits=secure.correctness_bits,
+            ),
+            clip=clip,
+            fixed_point_bits=secure.fixed_point_bits,
+            dropout_after_masking=secure.dropout_after_masking,
+            seed=seed,
+        )
+    return Protections(settings, encoder_for, secagg, downlink_for)
 
 
 def run_experiment(

@@ -10,26 +10,45 @@ synchronous trigger policy, the simulated adversary as a server stage and annota
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from velocity._random import derive_seed
-from velocity.server.engine import Evaluator, RoundAnnotator, RoundEngine, SyncRound
+from velocity.errors import ConfigurationError
+from velocity.server.engine import (
+    Callback,
+    Evaluator,
+    PayloadDecoder,
+    RoundAnnotator,
+    RoundEngine,
+    SyncRound,
+)
 from velocity.sim.adversary import BackdoorEvaluator, SimulatedAdversary
 from velocity.sim.backends import BackendSpec, make_backend
 from velocity.sim.population import ClientPopulation
 from velocity.sim.provider import SequentialClients, SimulatedClients
-from velocity.sim.sampling import FractionSampler
+from velocity.sim.sampling import FractionSampler, PoissonSampler, clients_per_round
 from velocity.sim.settings import SimulationSettings
-from velocity.types import ClientStateStore, ParamSpec, Stage, TaskConfig
+from velocity.types import (
+    ClientSampler,
+    ClientStateStore,
+    ParamSpec,
+    Stage,
+    TaskConfig,
+    UpdateEncoder,
+    UpdateProvider,
+)
 
 if TYPE_CHECKING:
     from velocity.attacks import AttackPlan, AttackSpec, Backdoor
     from velocity.client import TrainConfig
+    from velocity.compression import DownlinkCodec
     from velocity.data import ArrayDataset
+    from velocity.privacy import PrivacyPlan, PrivacySettings
+    from velocity.sim.secure import SecAggConfig
     from velocity.strategies import RoundBatch, Strategy
 
 __all__ = ["Federation", "build_engine", "make_simulation", "task_config_for"]
@@ -47,6 +66,7 @@ class Federation:
     num_classes: int
     train: ArrayDataset | None = None
     test: ArrayDataset | None = None
+    privacy: PrivacyPlan | None = None
 
 
 def task_config_for(strategy: Strategy) -> TaskConfig:
@@ -75,12 +95,23 @@ def build_engine(
     stages: Sequence[Stage[RoundBatch]] = (),
     post_stages: Sequence[Stage[RoundBatch]] = (),
     annotators: Sequence[RoundAnnotator] = (),
+    client_stages: Sequence[Stage[torch.Tensor]] = (),
+    encoder: UpdateEncoder | None = None,
+    sum_stages: Sequence[Stage[RoundBatch]] = (),
+    callbacks: Sequence[Callback] = (),
+    sampler: ClientSampler | None = None,
+    downlink_bytes: int | None = None,
+    secure: SecAggConfig | None = None,
 ) -> RoundEngine:
     """The round engine of a simulated federation whose clients are ``base``'s.
 
     ``stages`` run after the simulated adversary and before aggregation (the audit trail's
-    digests: what the server received), ``post_stages`` after aggregation (research
-    metrics); ``annotators`` after the adversary's.
+    digests: what the server received), ``sum_stages`` after them (the sum-only stages that
+    aggregate themselves: secure aggregation's unmasking, central DP), ``post_stages`` after
+    aggregation (research metrics); ``annotators`` after the adversary's. ``client_stages``
+    run on every honest client's row after training and ``encoder`` turns each row into the
+    bytes that travel (its ``decode`` is registered with the engine). ``sampler`` replaces
+    the population's fixed-fraction sampler (Poisson sampling for DP).
     """
     from velocity.attacks import AttackPlan
     from velocity.strategies import resolve_lipschitz
@@ -101,13 +132,33 @@ def build_engine(
         )
     )
     adversary = SimulatedAdversary(plan, population, backdoor_evaluate=backdoor_evaluate)
+    store = ClientStateStore() if client_state is None else client_state
     base.configure(
-        dropout_rate=settings.dropout_rate, straggler=settings.straggler, adversary=adversary
+        dropout_rate=settings.dropout_rate,
+        straggler=settings.straggler,
+        adversary=adversary,
+        client_stages=client_stages,
+        encoder=encoder,
+        client_state=store,
+        spec=spec,
     )
     straggler = settings.straggler
+    provider: UpdateProvider = make_backend(backend, base)
+    decoders: dict[str, PayloadDecoder] = (
+        {} if encoder is None else {encoder.encoding: encoder.decode}
+    )
+    secure_stages: list[Stage[RoundBatch]] = []
+    if secure is not None:
+        from velocity.sim.secure import build_secure_aggregation, check_compatible
+
+        check_compatible(strategy, plan)
+        provider, secagg_stage, secagg_decoders = build_secure_aggregation(secure, provider)
+        secure_stages.append(secagg_stage)
+        decoders.update(secagg_decoders)
     return RoundEngine(
-        provider=make_backend(backend, base),
-        sampler=FractionSampler(
+        provider=provider,
+        sampler=sampler
+        or FractionSampler(
             population,
             fraction=settings.client_fraction,
             min_clients=settings.min_clients,
@@ -118,13 +169,16 @@ def build_engine(
         strategy=strategy,
         seed=seed,
         policy=SyncRound(timeout_s=None if straggler is None else straggler.deadline_s),
-        pre_stages=[adversary.stage, *stages],
+        pre_stages=[adversary.stage, *stages, *secure_stages, *sum_stages],
         post_stages=post_stages,
         evaluate=evaluate,
         eval_every=settings.eval_every,
         task_config=task_config_for(strategy),
-        client_state=client_state,
+        client_state=store,
         annotators=[adversary, *annotators],
+        callbacks=callbacks,
+        decoders=decoders,
+        downlink_bytes=downlink_bytes,
     )
 
 
@@ -162,6 +216,11 @@ def make_simulation(
     stages: Sequence[Stage[RoundBatch]] = (),
     post_stages: Sequence[Stage[RoundBatch]] = (),
     client_eval_samples: int | None = None,
+    privacy: PrivacySettings | None = None,
+    encoder_for: Callable[[ParamSpec], UpdateEncoder] | None = None,
+    secure: SecAggConfig | None = None,
+    num_rounds: int | None = None,
+    downlink_for: Callable[[ParamSpec], DownlinkCodec] | None = None,
 ) -> Federation:
     """Load data, partition it, build model and trainer, and the engine over them.
 
@@ -169,7 +228,10 @@ def make_simulation(
     resolved against the population and ``settings.seed``. ``stages`` and ``post_stages``
     go to :func:`build_engine`; ``client_eval_samples`` adds a
     :class:`velocity.sim.client_eval.ClientEvaluator` with that many held-out examples per
-    client.
+    client. ``privacy`` is resolved by :func:`velocity.privacy.plan_privacy` against this
+    federation (its stages, DP-SGD settings, sampler and annotator are wired; the plan is
+    :attr:`Federation.privacy`), ``encoder_for(spec)`` makes the clients' codec, ``secure``
+    wraps the clients in secure aggregation.
     """
     from velocity.client import Trainer
     from velocity.data import load_dataset, partition
@@ -191,6 +253,31 @@ def make_simulation(
         groups=train.groups,
     )
     population = ClientPopulation(part.order, part.offsets)
+    plan = None
+    if privacy is not None:
+        from velocity.privacy import plan_privacy
+
+        if num_rounds is None:
+            raise ConfigurationError("make_simulation: privacy needs num_rounds (the budget's)")
+        sizes = [population.num_samples(i) for i in range(population.num_clients)]
+        plan = plan_privacy(
+            privacy,
+            num_rounds=num_rounds,
+            num_clients=num_clients,
+            clients_per_round=clients_per_round(
+                num_clients, settings.client_fraction, settings.min_clients
+            ),
+            client_fraction=settings.client_fraction,
+            client_sizes=sizes,
+            batch_size=train_config.batch_size,
+            local_steps=train_config.local_steps,
+            local_epochs=train_config.local_epochs,
+            secure=secure is not None,
+        )
+        if plan.dp_sgd is not None:
+            train_config = replace(
+                train_config, dp_clip=plan.dp_sgd[0], dp_noise_multiplier=plan.dp_sgd[1]
+            )
     extra: dict[str, int] = {}
     if model_id == "logreg":
         extra["in_features"] = int(train.x[0].numel())
@@ -214,6 +301,15 @@ def make_simulation(
     base = SequentialClients(
         trainer, train.x, train.y, population, seed=seed, num_classes=train.num_classes
     )
+    downlink = None
+    if downlink_for is not None:
+        if strategy.server_optimizer is not None:
+            raise ConfigurationError(
+                "compression.downlink: clients rebuild the model from the decoded difference, "
+                "which needs a plain server step; the strategy has server optimizer "
+                f"{type(strategy.server_optimizer).__name__}"
+            )
+        downlink = downlink_for(spec)
     histogram = part.label_histogram(train.y, train.num_classes)
     client_ids = tuple(population.client_id(i) for i in range(population.num_clients))
     annotators: list[RoundAnnotator] = []
@@ -248,8 +344,18 @@ def make_simulation(
         backdoor_evaluate=backdoor_success,
         backend=backend,
         stages=stages,
-        post_stages=post_stages,
-        annotators=annotators,
+        post_stages=[*post_stages, *([] if downlink is None else [downlink])],
+        downlink_bytes=None if downlink is None else downlink.encoded_size(),
+        annotators=annotators if plan is None else [*annotators, plan],
+        client_stages=() if plan is None else plan.client_stages,
+        sum_stages=() if plan is None else plan.server_stages,
+        sampler=(
+            PoissonSampler(population, rate=settings.client_fraction, seed=seed)
+            if plan is not None and plan.mode == "central" and plan.sampling.kind == "poisson"
+            else None
+        ),
+        encoder=None if encoder_for is None else encoder_for(spec),
+        secure=secure,
     )
     shown = min(population.num_clients, 1000)
     hist = histogram[:shown]
@@ -262,4 +368,5 @@ def make_simulation(
         num_classes=train.num_classes,
         train=train,
         test=test,
+        privacy=plan,
     )

@@ -58,6 +58,7 @@ __all__ = [
     "Callback",
     "Evaluator",
     "Gathered",
+    "PayloadDecoder",
     "RoundAnnotator",
     "RoundEngine",
     "SyncRound",
@@ -72,6 +73,10 @@ Evaluator = Callable[[Tensor], tuple[float, float]]
 MAX_ROUND_BYTES: Final = 64 * 2**30
 """Largest ``(n, d)`` float32 stack a round may allocate (a clear error instead of the
 allocator's)."""
+
+PayloadDecoder = Callable[[bytes, ParamSpec], Tensor]
+"""``(payload, spec) -> (d,) float32 delta``: the server side of an update encoding (a
+compression codec). It must treat the bytes as hostile: bounded, shape-checked, no pickle."""
 
 TaskConfigFn = Callable[[str, int], TaskConfig]
 """``(client_id, round) -> TaskConfig``: per-client settings of a round's task."""
@@ -285,6 +290,18 @@ class RoundEngine:
         Per-client state; share it with an in-process provider that keeps client stages.
     annotators, callbacks : sequences
         Result completion and after-round hooks.
+    decoders : mapping of str to PayloadDecoder
+        The server side of update encodings: an update whose ``payload`` is in encoding
+        ``e`` is decoded by ``decoders[e]`` at admission, and its digest is then checked
+        against the decoded delta. ``"velocity-frame"`` (:func:`velocity.types.encode_delta`)
+        is always known. A round's ``bytes_up`` counts each aggregated update's payload bytes
+        (its safetensors size when it came as a plain delta).
+    downlink_bytes : int, optional
+        Bytes of one compressed model *difference* (a downlink codec stage, see
+        :class:`velocity.compression.DownlinkCodec`): a task whose client holds the previous
+        version (it trained from it last round) downloads only that; every other task
+        downloads the full model (its safetensors size). ``None``: every task downloads the
+        full model.
 
     Examples
     --------
@@ -310,6 +327,8 @@ class RoundEngine:
         client_state: ClientStateStore | None = None,
         annotators: Sequence[RoundAnnotator] = (),
         callbacks: Sequence[Callback] = (),
+        decoders: Mapping[str, PayloadDecoder] | None = None,
+        downlink_bytes: int | None = None,
     ) -> None:
         if init_params.shape != (spec.d,) or not init_params.is_floating_point():
             raise ValidationError(
@@ -344,6 +363,13 @@ class RoundEngine:
         self._states: dict[str, StageState] = {s.name: s.init(spec) for s in self.stages}
         self._stack = _Stack(spec.d)
         self._payload = serialized_size(spec, self._params)
+        self.decoders: dict[str, PayloadDecoder] = dict(decoders or {})
+        if "velocity-frame" in self.decoders:
+            raise ConfigurationError(
+                "RoundEngine: 'velocity-frame' is the engine's own encoding; name yours otherwise"
+            )
+        self._diff_bytes = None if downlink_bytes is None else int(downlink_bytes)
+        self._wire: dict[str, int] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -413,13 +439,16 @@ class RoundEngine:
         seen: set[str] = set()
         updates: list[ClientUpdate] = []
         failures: list[ClientFailure] = []
+        wire: dict[str, int] = {}
         for result in gathered.results:
             if isinstance(result, ClientFailure):
                 failures.append(result)
                 continue
+            size = self._payload
             if result.delta is None:
+                size = len(result.payload or b"")
                 try:
-                    result = decode_delta(result, d=self.spec.d)
+                    result = self._decode(result)
                 except Exception as exc:  # hostile or broken bytes never crash a round
                     failures.append(
                         ClientFailure(result.client_id, "rejected", f"undecodable: {exc}", round_)
@@ -436,7 +465,25 @@ class RoundEngine:
                 failures.append(refused)
                 continue
             updates.append(result)
+            wire[result.client_id] = size
+        self._wire = wire
         return updates, failures
+
+    def _decode(self, update: ClientUpdate) -> ClientUpdate:
+        """An encoded update with its delta decoded (the payload dropped)."""
+        if update.encoding == "velocity-frame":
+            return decode_delta(update, d=self.spec.d)
+        decoder = self.decoders.get(str(update.encoding))
+        if decoder is None or update.payload is None:
+            known = ", ".join(sorted(["velocity-frame", *self.decoders]))
+            raise ValidationError(f"unknown encoding {update.encoding!r} (known: {known})")
+        delta = decoder(update.payload, self.spec)
+        if delta.shape != (self.spec.d,) or delta.dtype != torch.float32:
+            raise ValidationError(
+                f"decoder of {update.encoding!r} returned {delta.dtype} "
+                f"{tuple(delta.shape)}, not float32 ({self.spec.d},)"
+            )
+        return replace(update, delta=delta, payload=None, encoding=None)
 
     def _stack_rows(self, updates: Sequence[ClientUpdate]) -> Tensor:
         """The admitted deltas as one ``(k, d)`` stack, without copies where they already are."""
@@ -482,6 +529,7 @@ class RoundEngine:
             provider=self.provider,
             clock=self.clock,
         )
+        down = self._download_bytes(gathered.tasks)  # before this round updates who holds what
         updates, failures = self._admit(gathered, round_)
         ctx = StageContext(self.seed, round_, self._round, self.spec, self._params)
         stage_metrics: dict[str, Mapping[str, Any]] = {}
@@ -534,8 +582,8 @@ class RoundEngine:
                 if "accuracy" in u.metrics
             },
             samples=samples,
-            bytes_up=self._payload * len(participated),
-            bytes_down=self._payload * len(gathered.tasks),
+            bytes_up=sum(self._wire.get(cid, self._payload) for cid in participated),
+            bytes_down=down,
             duration_s=0.0,
             clock_s=self.clock.now(),
             aggregation=aggregation,
@@ -548,6 +596,17 @@ class RoundEngine:
         for callback in self.callbacks:
             callback(result, self)
         return result
+
+    def _download_bytes(self, tasks: Sequence[ClientTask]) -> int:
+        if self._diff_bytes is None:
+            return self._payload * len(tasks)
+        held = self.client_state.last_version
+        total = 0
+        for task in tasks:
+            previous = task.version - 1
+            fresh = previous >= 0 and held.get(task.client_id) == previous
+            total += self._diff_bytes if fresh else self._payload
+        return total
 
     def run(
         self, rounds: int, on_round: Callable[[RoundResult], None] | None = None

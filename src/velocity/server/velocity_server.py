@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -25,14 +26,17 @@ from velocity.server.builder import adversary_of, build_engine
 from velocity.server.checkpoint import CheckpointStore
 from velocity.server.engine import RoundEngine
 from velocity.sim.quadratic import QuadraticClients
-from velocity.sim.sampling import FractionSampler
+from velocity.sim.sampling import FractionSampler, clients_per_round
 from velocity.sim.settings import SimulationSettings
 from velocity.strategies import FedAvg, parse_strategy, to_dict
 from velocity.types import ParamSpec
 
 if TYPE_CHECKING:
     from velocity.client import TrainConfig
+    from velocity.compression import Codec
+    from velocity.privacy import PrivacySettings
     from velocity.sim.backends import BackendSpec
+    from velocity.sim.secure import SecAggConfig
     from velocity.strategies import Strategy
 
 __all__ = ["MAX_PARAMETERS", "VelocityServer"]
@@ -73,6 +77,15 @@ class VelocityServer:
         refuses, with an error naming the folder, to overwrite existing checkpoints.
     backend : str or BackendSpec
         Where the simulated clients run (``velocity backends``); ``"sequential"`` by default.
+    privacy : velocity.privacy.PrivacySettings, optional
+        Differential privacy (``docs/privacy.md``); needs ``num_rounds``, the rounds the
+        budget is planned for (the noise multiplier is calibrated for them; running more
+        raises :class:`~velocity.privacy.PrivacyBudgetExceededError` in central mode).
+    compression : velocity.compression codec, optional
+        The clients' update codec (``docs/compression.md``); ``error_feedback`` keeps their
+        residuals.
+    secure_aggregation : velocity.sim.secure.SecAggConfig, optional
+        SecAgg+ between the clients and the server (the rule must be a plain mean).
 
     Examples
     --------
@@ -103,6 +116,11 @@ class VelocityServer:
         train_config: TrainConfig | None = None,
         resume: bool = False,
         backend: BackendSpec | str = "sequential",
+        privacy: PrivacySettings | None = None,
+        num_rounds: int | None = None,
+        compression: Codec | None = None,
+        error_feedback: bool = False,
+        secure_aggregation: SecAggConfig | None = None,
     ) -> None:
         owner = "VelocityServer"
         check_value(owner, "model_id", model_id, String(min_length=1))
@@ -156,15 +174,28 @@ class VelocityServer:
             "alpha": alpha,
             "client_fraction": client_fraction,
             "train_config": repr(train_config),
+            "privacy": repr(privacy),
+            "num_rounds": num_rounds,
+            "compression": repr(compression),
+            "error_feedback": bool(error_feedback),
+            "secure_aggregation": repr(secure_aggregation),
         }
         key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
         self._store = CheckpointStore(f"{storage.rstrip('/')}/{key}")
         self._identity = {"fingerprint": key}
         self._quadratic: QuadraticClients | None = None
+        self._private = privacy is not None
+        protected = privacy is not None or compression is not None or secure_aggregation
         if layer_shapes is not None:
+            if protected:
+                raise ConfigurationError(
+                    f"{owner}: privacy, compression and secure_aggregation need a dataset "
+                    "server (model_id and dataset), not layer_shapes"
+                )
             self._engine = self._quadratic_engine(layer_shapes, num_clients, settings, backend)
         else:
             from velocity.client import TrainConfig
+            from velocity.compression import CodecEncoder
             from velocity.server.builder import make_simulation
 
             self._engine = make_simulation(
@@ -178,6 +209,12 @@ class VelocityServer:
                 alpha=alpha,
                 data_dir=data_dir,
                 backend=backend,
+                privacy=privacy,
+                num_rounds=num_rounds,
+                encoder_for=None
+                if compression is None
+                else functools.partial(CodecEncoder, compression, error_feedback=error_feedback),
+                secure=secure_aggregation,
             ).engine
         latest = self._store.latest()
         if latest is not None:
@@ -237,13 +274,22 @@ class VelocityServer:
             raise ConfigurationError(f"run: rounds must be an int >= 0; got {rounds!r}")
         engine = self._engine
         sampler = engine.sampler
-        assert isinstance(sampler, FractionSampler)
-        population = sampler.population.num_clients
-        if min_clients > population:
-            raise ConfigurationError(
-                f"run: min_clients={min_clients} exceeds the {population} registered clients"
-            )
-        engine.sampler = replace(sampler, min_clients=min_clients)
+        if isinstance(sampler, FractionSampler):  # Poisson sampling (DP) has no minimum
+            population = sampler.population.num_clients
+            if min_clients > population:
+                raise ConfigurationError(
+                    f"run: min_clients={min_clients} exceeds the {population} registered clients"
+                )
+            changed = replace(sampler, min_clients=min_clients)
+            if self._private and clients_per_round(
+                population, changed.fraction, min_clients
+            ) != clients_per_round(population, sampler.fraction, sampler.min_clients):
+                raise ConfigurationError(
+                    f"run: min_clients={min_clients} changes the clients per round that the "
+                    "privacy accounting was planned for; keep min_clients at "
+                    f"{sampler.min_clients} or set client_fraction at construction"
+                )
+            engine.sampler = changed
         plan = adversary_of(engine).plan
         out = []
         for _ in range(rounds):

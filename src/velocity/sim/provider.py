@@ -36,9 +36,22 @@ import torch
 from torch import Tensor
 
 from velocity._random import torch_generator
+from velocity.client import run_client_stages
 from velocity.errors import ConfigurationError
 from velocity.sim.sampling import DropoutModel, StragglerModel
-from velocity.types import ClientFailure, ClientTask, ClientUpdate, Result, UpdateProvider
+from velocity.types import (
+    ClientFailure,
+    ClientStateStore,
+    ClientTask,
+    ClientUpdate,
+    ParamSpec,
+    Result,
+    Stage,
+    StageContext,
+    UpdateEncoder,
+    UpdateProvider,
+    tensor_digest,
+)
 
 if TYPE_CHECKING:
     from velocity.attacks import DataAttack
@@ -108,6 +121,10 @@ class SimulatedClients(UpdateProvider):
         self._pending: list[ClientTask] = []
         self._done: list[Result] = []
         self._plans: dict[int, RoundAttack | None] = {}
+        self.client_stages: tuple[Stage[Tensor], ...] = ()
+        self.encoder: UpdateEncoder | None = None
+        self.client_state = ClientStateStore()
+        self.spec: ParamSpec | None = None
 
     def configure(
         self,
@@ -115,11 +132,28 @@ class SimulatedClients(UpdateProvider):
         dropout_rate: float,
         straggler: StragglerModel | None,
         adversary: SimulatedAdversary | None,
+        client_stages: Sequence[Stage[Tensor]] = (),
+        encoder: UpdateEncoder | None = None,
+        client_state: ClientStateStore | None = None,
+        spec: ParamSpec | None = None,
     ) -> None:
-        """Set the population's behaviour (the builder's call, before the first round)."""
+        """Set the population's behaviour (the builder's call, before the first round).
+
+        ``client_stages`` run on every honest client's trained row, in order (clipping, local
+        DP noise), with per-client state in ``client_state`` (the engine's store);
+        ``encoder`` then turns every row into the payload that travels (a codec). Both need
+        ``spec``, the layout of the rows.
+        """
         self.dropout = DropoutModel(dropout_rate)
         self.straggler = straggler
         self.adversary = adversary
+        if (client_stages or encoder is not None) and spec is None:
+            raise ConfigurationError("client stages and encoders need the parameter spec")
+        self.client_stages = tuple(client_stages)
+        self.encoder = encoder
+        if client_state is not None:
+            self.client_state = client_state
+        self.spec = spec
 
     # ------------------------------------------------------------------ the seam
 
@@ -213,14 +247,50 @@ class SimulatedClients(UpdateProvider):
                     kept = {k: v for k, v in update.metrics.items() if k == "initial_loss"}
                     update = replace(update, loss=None, metrics=kept)
             results.append(
-                replace(
-                    update,
-                    round=task.round,
-                    base_version=task.version,
-                    arrived_at=arrival,
-                ).with_digest()
+                self._finish(
+                    replace(
+                        update, round=task.round, base_version=task.version, arrived_at=arrival
+                    ),
+                    work,
+                    trained=not (plan is not None and index in plan.craft_only),
+                )
             )
         return results
+
+    def _finish(self, update: ClientUpdate, work: ClientWork, *, trained: bool) -> ClientUpdate:
+        """The client's side after training: its stages, its encoder, its digest."""
+        if not self.client_stages and self.encoder is None:
+            return update.with_digest()
+        assert self.spec is not None
+        assert update.delta is not None
+        task = work.task
+        ctx = StageContext(
+            self.seed, task.round, task.version, self.spec, task.params, task.client_id, work.index
+        )
+        row = update.delta
+        if trained and not work.adversarial and self.client_stages:
+            # Honest clients run the client pipeline; an adversary sends what it wants.
+            row, stage_metrics = run_client_stages(self.client_stages, row, self.client_state, ctx)
+            flat = {
+                f"{stage}.{k}": float(v) for stage, m in stage_metrics.items() for k, v in m.items()
+            }
+            update = replace(update, delta=row, metrics={**update.metrics, **flat})
+        if self.encoder is None:
+            return update.with_digest()
+        state = self.client_state.get(task.client_id, self.encoder.name)
+        payload, decoded, state = self.encoder.encode(row, state, ctx)
+        if state:
+            self.client_state.put(task.client_id, self.encoder.name, state)
+            capacity = self.encoder.state_capacity
+            if capacity is not None:
+                self.client_state.evict(self.encoder.name, keep=capacity)
+        return replace(
+            update,
+            delta=None,
+            payload=payload,
+            encoding=self.encoder.encoding,
+            digest=tensor_digest(decoded),
+        )
 
     def train(self, work: ClientWork) -> ClientUpdate:
         """Train one client: write its delta into ``work.out`` and return its update."""

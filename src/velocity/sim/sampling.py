@@ -24,6 +24,7 @@ __all__ = [
     "MAX_CLIENTS_PER_ROUND",
     "DropoutModel",
     "FractionSampler",
+    "PoissonSampler",
     "StragglerModel",
     "clients_per_round",
     "select_clients",
@@ -152,5 +153,49 @@ class FractionSampler:
             self.min_clients,
             seed=self.seed,
             round_=round_,
+        )
+        return [self.population.client_id(int(i)) for i in picked.tolist()]
+
+
+@dataclass(frozen=True)
+class PoissonSampler:
+    """Poisson client sampling: each client takes part in a round independently with
+    probability ``rate`` (the sampling that DP-FedAvg's add/remove-one accounting assumes).
+
+    The round's draw comes from ``(seed, round, "poisson-select")``; the number of clients
+    varies from round to round (it may be zero: the round is then skipped, the model stays).
+
+    >>> import torch
+    >>> from velocity.sim.population import ClientPopulation
+    >>> pop = ClientPopulation(torch.arange(10), torch.arange(11))
+    >>> PoissonSampler(pop, rate=0.3, seed=0).sample(1)
+    ['client-0', 'client-1']
+    """
+
+    population: Population
+    rate: float
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.rate <= 1.0:
+            raise ConfigurationError(f"Poisson sampling rate must be in (0, 1]; got {self.rate}")
+        n = self.population.num_clients
+        if n > MAX_CLIENTS:
+            raise ConfigurationError(f"num_clients must be <= {MAX_CLIENTS}; got {n}")
+        if self.rate * n > MAX_CLIENTS_PER_ROUND:
+            raise ConfigurationError(
+                f"{self.rate * n:.0f} expected clients per round exceed the limit of "
+                f"{MAX_CLIENTS_PER_ROUND}; lower the rate"
+            )
+
+    @property
+    def expected_clients(self) -> float:
+        """``rate · N``: DP-FedAvg's fixed denominator."""
+        return self.rate * self.population.num_clients
+
+    def sample(self, round_: int) -> list[str]:
+        n = self.population.num_clients
+        picked = np.flatnonzero(
+            numpy_rng(self.seed, round_, "poisson-select").random(n) < self.rate
         )
         return [self.population.client_id(int(i)) for i in picked.tolist()]

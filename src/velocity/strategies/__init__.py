@@ -52,6 +52,7 @@ from velocity.strategies._stages import (
     AggregateStage,
     RoundBatch,
     ServerStepStage,
+    mean_based,
     run_server_stages,
     server_chain,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "Strategy",
     "TrimmedMean",
     "describe_strategies",
+    "mean_based",
     "parse_strategy",
     "resolve_lipschitz",
     "run_server_stages",

@@ -103,6 +103,10 @@ class AggregateStage:
     (the ids of those rows; ``excluded_clients`` is ``None`` where ``excluded`` is),
     ``total_samples`` and ``server_optimizer`` (class name or None).
 
+    A batch whose :attr:`RoundBatch.update` a pre-stage already set (a sum-only stage:
+    secure aggregation's unmasking, central DP; it names itself in
+    ``notes["aggregated_by"]``) passes through: the rule is not run again.
+
     An aggregator with ``needs_losses`` (:class:`QFedAvg`) gets the batch's
     :attr:`RoundBatch.losses`; a batch without them, or with a loss that is not a finite
     number >= 0, is refused with a :class:`~velocity.errors.ValidationError` saying which
@@ -122,6 +126,26 @@ class AggregateStage:
         self, x: RoundBatch, state: StageState, ctx: StageContext
     ) -> tuple[RoundBatch, StageState, Mapping[str, Any]]:
         counts = [int(c) for c in x.num_samples]
+        if x.update is not None:
+            # A sum-only pre-stage (secure aggregation, central DP) aggregated already: the
+            # rule was checked compatible when the engine was built; nothing is left for it.
+            by = str(x.notes.get("aggregated_by", "a pre-stage"))
+            return (
+                x,
+                state,
+                {
+                    "rule": f"{type(self.strategy.aggregator).__name__} (by {by})",
+                    "aggregated_by": by,
+                    "n": len(counts),
+                    "n_aggregated": len(counts),
+                    "total_samples": sum(counts),
+                    "excluded": None,
+                    "excluded_clients": None,
+                    "dropped_nonfinite": [],
+                    "dropped_nonfinite_clients": [],
+                    "server_optimizer": _optimizer_name(self.strategy),
+                },
+            )
         weights = torch.tensor(counts, dtype=torch.float64, device=x.rows.device)
         generator = ctx.generator("aggregate")
         if self.strategy.aggregator.needs_losses:
@@ -137,10 +161,14 @@ class AggregateStage:
             None if excluded is None else [x.client_ids[int(i)] for i in excluded]
         )
         metrics["total_samples"] = sum(counts)
-        optimizer = self.strategy.server_optimizer
-        metrics["server_optimizer"] = None if optimizer is None else type(optimizer).__name__
+        metrics["server_optimizer"] = _optimizer_name(self.strategy)
         x.update = result.update
         return x, state, metrics
+
+
+def _optimizer_name(strategy: Strategy) -> str | None:
+    optimizer = strategy.server_optimizer
+    return None if optimizer is None else type(optimizer).__name__
 
 
 def _batch_losses(x: RoundBatch, rule: str) -> Tensor:
@@ -223,3 +251,19 @@ def run_server_stages(
         new_states[stage.name] = state
         metrics[stage.name] = out
     return batch, new_states, metrics
+
+
+def mean_based(strategy: Strategy) -> bool:
+    """Whether ``strategy`` aggregates by a plain mean with no pre-aggregator (FedAvg or
+    FedProx, any server optimizer): the rules a sum-only stage (secure aggregation, central
+    DP) can stand in for.
+
+    >>> from velocity.strategies import FedAdam, FedAvg, Krum, Pipeline
+    >>> mean_based(FedAvg()), mean_based(Pipeline(FedAvg(), FedAdam())), mean_based(Krum(f=1))
+    (True, True, False)
+    """
+    from velocity.strategies._averaging import FedAvg, FedProx
+
+    aggregator = strategy.aggregator
+    plain = not isinstance(aggregator, FedAvg) or aggregator.nonfinite == "drop"
+    return isinstance(aggregator, FedAvg | FedProx) and plain and not strategy.pre_aggregators

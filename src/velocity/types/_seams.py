@@ -30,6 +30,7 @@ __all__ = [
     "Stage",
     "StageContext",
     "StageState",
+    "UpdateEncoder",
     "UpdateProvider",
     "VirtualClock",
     "WallClock",
@@ -203,6 +204,34 @@ class Stage(Protocol[X]):
     ) -> tuple[X, StageState, Mapping[str, Any]]: ...
 
 
+class UpdateEncoder(Protocol):
+    """The last client stage: a row becomes the bytes that travel (a compression codec).
+
+    ``encode(row, state, ctx)`` returns ``(payload, decoded, state)``: the bytes sent, the row
+    the server will decode from them (the client keeps it, e.g. for error feedback) and the
+    client's new state (under :attr:`name` in the :class:`ClientStateStore`). ``decode`` is
+    the server side, registered with the engine under :attr:`encoding`; it treats the bytes
+    as hostile. ``encode`` may write into ``row``.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def encoding(self) -> str: ...
+
+    @property
+    def state_capacity(self) -> int | None:
+        """Most clients whose state is kept (least recently updated forget); ``None``: all."""
+        ...
+
+    def encode(
+        self, row: Tensor, state: StageState, ctx: StageContext
+    ) -> tuple[bytes, Tensor, StageState]: ...
+
+    def decode(self, payload: bytes, spec: ParamSpec) -> Tensor: ...
+
+
 # ---------------------------------------------------------------------- client state
 
 
@@ -224,6 +253,9 @@ class ClientStateStore:
     def __init__(self) -> None:
         self._data: dict[str, dict[str, StageState]] = {}
         self.last_version: dict[str, int] = {}
+        self._stamp: dict[tuple[str, str], int] = {}
+        self._counts: dict[str, int] = {}
+        self._clock = 0
 
     def __len__(self) -> int:
         return len(self._data.keys() | self.last_version.keys())
@@ -234,6 +266,33 @@ class ClientStateStore:
 
     def put(self, client_id: str, name: str, state: Mapping[str, Tensor]) -> None:
         self._data.setdefault(client_id, {})[name] = dict(state)
+        self._clock += 1
+        if (client_id, name) not in self._stamp:
+            self._counts[name] = self._counts.get(name, 0) + 1
+        self._stamp[(client_id, name)] = self._clock
+
+    def evict(self, name: str, keep: int) -> list[str]:
+        """Keep state ``name`` only for the ``keep`` clients that wrote it most recently;
+        return the clients whose state was dropped (a bounded memory for per-client buffers
+        such as error-feedback residuals)."""
+        if self._counts.get(name, 0) <= keep:
+            return []
+        holders = [
+            (self._stamp.get((c, name), 0), c) for c, own in self._data.items() if name in own
+        ]
+        holders.sort()
+        dropped = [c for _, c in holders[: len(holders) - max(0, keep)]]
+        for client in dropped:
+            del self._data[client][name]
+            self._stamp.pop((client, name), None)
+            self._counts[name] -= 1
+            if not self._data[client]:
+                del self._data[client]
+        return dropped
+
+    def count(self, name: str) -> int:
+        """How many clients hold state ``name``."""
+        return self._counts.get(name, 0)
 
     def clients(self) -> list[str]:
         return sorted(self._data.keys() | self.last_version.keys())
@@ -248,7 +307,15 @@ class ClientStateStore:
             for name, state in self._data[client].items():
                 for key, value in state.items():
                     tensors[f"{i}.{name}.{key}"] = value.detach().clone()
-        meta = {"clients": ids, "names": names, "last_version": dict(self.last_version)}
+        stamps = [
+            [self._stamp.get((c, n), 0) for n in own] for c, own in zip(ids, names, strict=True)
+        ]
+        meta = {
+            "clients": ids,
+            "names": names,
+            "stamps": stamps,
+            "last_version": dict(self.last_version),
+        }
         return tensors, meta
 
     def restore(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
@@ -264,6 +331,17 @@ class ClientStateStore:
             index, name, key = _split(flat, names)
             data[ids[index]].setdefault(name, {})[key] = value.clone()
         self._data = data
+        stamps = meta.get("stamps", [[0] * len(n) for n in names])
+        self._stamp = {
+            (client, name): int(stamp)
+            for client, own, marks in zip(ids, names, stamps, strict=True)
+            for name, stamp in zip(own, marks, strict=True)
+        }
+        self._clock = max(self._stamp.values(), default=0)
+        self._counts = {}
+        for own in names:
+            for name in own:
+                self._counts[name] = self._counts.get(name, 0) + 1
         self.last_version = {str(k): int(v) for k, v in meta.get("last_version", {}).items()}
 
 
