@@ -526,6 +526,7 @@ def _print_run_summary(result: Any, run_dir: Any, out: TextIO) -> None:
             f"{format_bytes(summary['total_bytes_down'])} down",
         ),
         ("wall time", f"{summary['wall_time_s']:.1f} s"),
+        *_privacy_row(summary),
         ("config hash", str(summary["config_hash"])[:12]),
         ("outputs", str(run_dir)),
     ]
@@ -533,6 +534,20 @@ def _print_run_summary(result: Any, run_dir: Any, out: TextIO) -> None:
         table.add_row(field, value)
     wide = out.isatty() or "COLUMNS" in os.environ
     Console(file=out, width=None if wide else 120, soft_wrap=False).print(table)
+
+
+def _privacy_row(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    privacy = summary.get("privacy")
+    if not privacy:
+        return []
+    return [
+        (
+            "privacy",
+            f"epsilon {privacy['epsilon']:.4g} of {privacy['epsilon_budget']:g} "
+            f"(delta {privacy['delta']:g}, {privacy['mode']}, {privacy['accountant']}, "
+            f"z={privacy['noise_multiplier']:.4g})",
+        )
+    ]
 
 
 def _package_version() -> str:

@@ -198,3 +198,22 @@ def test_downlink_compression_counts_diffs_for_clients_that_hold_the_last_model(
     assert "downlink" in result.rounds[1].stages
     with pytest.raises(InvalidConfigError, match="plain server step"):
         _config(tmp_path, compression=compression, strategy=["FedAvg", "FedAdam"])
+
+
+def test_cli_prints_the_privacy_spent_and_refuses_an_overspent_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from velocity import cli
+
+    data = _config(tmp_path, privacy={"enabled": True, "epsilon": 30.0}).model_dump(mode="json")
+    data["strategy"] = "FedAvg"
+    path = tmp_path / "dp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", "--config", str(path), "--no-progress"]) == cli.EXIT_OK
+    assert "epsilon" in capsys.readouterr().out
+    data["privacy"]["noise_multiplier"] = 0.2
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", "--config", str(path), "--no-progress"]) != cli.EXIT_OK
+    assert "privacy.epsilon=30" in capsys.readouterr().err

@@ -186,3 +186,19 @@ def test_plan_dp_sgd_takes_the_worst_client() -> None:
     )
     assert plan.planned_epsilon == pytest.approx(worst)
     assert worst <= 3.0
+
+
+def test_quiet_accounting_silences_the_library_and_restores_the_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from velocity.privacy import quiet_accounting
+
+    logger = logging.getLogger("absl")
+    before = logger.level
+    with caplog.at_level(logging.WARNING, logger="absl"), quiet_accounting():
+        logger.warning("excluded order")
+        assert logger.level == logging.ERROR
+    assert "excluded order" not in caplog.text
+    assert logger.level == before

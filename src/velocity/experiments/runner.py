@@ -14,10 +14,10 @@ import torch
 from velocity.types import RoundResult, tensor_digest
 
 if TYPE_CHECKING:
+    from velocity.compression import DownlinkCodec
     from velocity.data import ArrayDataset
     from velocity.experiments.config import ExperimentConfig
     from velocity.experiments.results import RunResult
-    from velocity.compression import DownlinkCodec
     from velocity.privacy import PrivacySettings
     from velocity.server.builder import Federation
     from velocity.sim.secure import SecAggConfig

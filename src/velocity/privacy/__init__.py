@@ -30,6 +30,7 @@ from velocity.privacy._stages import (
     LocalGaussianNoise,
     adaptive_noise_split,
     clip_in_place,
+    quiet_accounting,
 )
 
 __all__ = [
@@ -50,5 +51,6 @@ __all__ = [
     "compute_epsilon",
     "gaussian_delta",
     "plan_privacy",
+    "quiet_accounting",
     "round_event",
 ]

@@ -45,7 +45,12 @@ from velocity.privacy._accounting import (
     calibrate_noise_multiplier,
     compute_epsilon,
 )
-from velocity.privacy._stages import CentralDP, ClipUpdate, LocalGaussianNoise
+from velocity.privacy._stages import (
+    CentralDP,
+    ClipUpdate,
+    LocalGaussianNoise,
+    quiet_accounting,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
     from velocity.types import RoundResult, Stage
 
 __all__ = ["PrivacyPlan", "PrivacySettings", "plan_privacy"]
+
 
 Mode = Literal["central", "local", "dp_sgd"]
 MODES: tuple[str, ...] = ("central", "local", "dp_sgd")
@@ -162,6 +168,10 @@ class PrivacyPlan:
 
     def epsilon_after(self, rounds: int) -> float:
         """Epsilon after ``rounds`` rounds (central: as the accountant composed them)."""
+        with quiet_accounting():
+            return self._epsilon_after(rounds)
+
+    def _epsilon_after(self, rounds: int) -> float:
         s = self.settings
         if self.mode == "dp_sgd":
             return _dp_sgd_epsilon(self._example_events, self.noise_multiplier, s, rounds)
@@ -277,7 +287,7 @@ def plan_privacy(
     ``client_sizes`` (examples per client) and the local budget (``batch_size``,
     ``local_steps`` or ``local_epochs``) are needed for ``dp_sgd``; ``secure`` says the
     server sees only the sum (secure aggregation): clients clip, and with ``distributed``
-    they add the noise.
+    they add the noise. ``dp-accounting``'s per-order warnings are silenced meanwhile.
 
     Raises
     ------
@@ -285,6 +295,35 @@ def plan_privacy(
         If the planned rounds would exceed the budget with the given noise multiplier (the
         message names the epsilon they reach), or the budget cannot be met.
     """
+    with quiet_accounting():
+        return _plan(
+            settings,
+            num_rounds=num_rounds,
+            num_clients=num_clients,
+            clients_per_round=clients_per_round,
+            client_fraction=client_fraction,
+            client_sizes=client_sizes,
+            batch_size=batch_size,
+            local_steps=local_steps,
+            local_epochs=local_epochs,
+            secure=secure,
+        )
+
+
+def _plan(
+    settings: PrivacySettings,
+    *,
+    num_rounds: int,
+    num_clients: int,
+    clients_per_round: int,
+    client_fraction: float,
+    client_sizes: Sequence[int] = (),
+    batch_size: int = 32,
+    local_steps: int | None = None,
+    local_epochs: int = 1,
+    secure: bool = False,
+) -> PrivacyPlan:
+    """The body of :func:`plan_privacy`."""
     s = settings
     if s.mode == "central":
         if s.client_sampling == "poisson":

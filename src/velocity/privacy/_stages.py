@@ -18,8 +18,10 @@ Randomness comes from ``ctx.generator(purpose)`` (``(seed, round, [client], purp
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +40,22 @@ __all__ = [
     "LocalGaussianNoise",
     "adaptive_noise_split",
     "clip_in_place",
+    "quiet_accounting",
 ]
+
+
+@contextlib.contextmanager
+def quiet_accounting() -> Iterator[None]:
+    """Silence ``dp-accounting``'s per-order warnings ("failed to converge ... Excluding this
+    order") while it computes: the library drops those RDP orders itself and the epsilon is
+    still valid; a calibration would print hundreds of them."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def clip_in_place(row: Tensor, bound: float) -> float:
@@ -250,6 +267,12 @@ class CentralDP:
         }
 
     def apply(
+        self, x: RoundBatch, state: StageState, ctx: StageContext
+    ) -> tuple[RoundBatch, StageState, Mapping[str, Any]]:
+        with quiet_accounting():
+            return self._apply(x, state, ctx)
+
+    def _apply(
         self, x: RoundBatch, state: StageState, ctx: StageContext
     ) -> tuple[RoundBatch, StageState, Mapping[str, Any]]:
         bound = float(state["clip"])

@@ -103,6 +103,8 @@ class ThreatModel:
     correctness_bits : int
         ``eta``: the round fails to produce the sum with probability at most ``2^-eta``.
 
+    Notes
+    -----
     The threshold must exceed ``(1 + corrupt_fraction)/2`` of a neighbourhood (share
     splitting) yet be reached by its honest survivors, about ``(1 - corrupt_fraction)(1 -
     dropout_rate)`` of it; a model where that is impossible for every n is refused.
