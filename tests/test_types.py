@@ -330,7 +330,7 @@ def test_client_failure_reasons_and_dict_round_trip() -> None:
         "round": 2,
     }
     assert ClientFailure.from_dict(json.loads(json.dumps(d))) == failure
-    for reason in ("dropped", "timed_out", "rejected", "error"):
+    for reason in ("dropped", "timed_out", "rejected", "stale", "error"):
         assert ClientFailure("c", reason).reason == reason  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="reason must be one of"):
         ClientFailure("c", "lost")  # type: ignore[arg-type]

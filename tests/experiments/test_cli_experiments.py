@@ -55,12 +55,12 @@ def test_validate_reports_every_problem(tmp_path: Path, capsys: pytest.CaptureFi
 def test_validate_one_problem_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _config(tmp_path, "name: x\ndataset: mnist\nprivacy:\n  enabled: true\n")
+    path = _config(tmp_path, "name: x\ndataset: mnist\nprivacy:\n  enabled: true\n  mode: bogus\n")
     assert cli.main(["validate-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"velocity: configuration error: {path}: privacy.enabled: privacy is not available yet "
-        "in this version (planned); set privacy.enabled: false or remove the section\n"
+        f"velocity: configuration error: {path}: privacy.mode: must be one of 'central', "
+        "'local', 'dp_sgd'; got 'bogus'\n"
     )
 
 

@@ -300,8 +300,9 @@ def test_fairness_summary_hand_values() -> None:
 @given(values=st.lists(st.floats(0, 1), min_size=1, max_size=50), tail=st.floats(0.01, 1.0))
 def test_fairness_summary_properties(values: list[float], tail: float) -> None:
     s = fairness_summary({str(i): v for i, v in enumerate(values)}, tail=tail)
-    assert s["min"] <= s["worst_10pct"] <= s["mean"] + 1e-12
-    assert s["mean"] - 1e-12 <= s["best_10pct"] <= s["max"]
+    # the tail means are sums divided by counts: within rounding of the extremes
+    assert s["min"] - 1e-12 <= s["worst_10pct"] <= s["mean"] + 1e-12
+    assert s["mean"] - 1e-12 <= s["best_10pct"] <= s["max"] + 1e-12
     assert s["std"] == pytest.approx(float(np.std(values)), abs=1e-12)
     t = max(1, math.ceil(tail * len(values)))
     assert s["worst_10pct"] == pytest.approx(math.fsum(sorted(values)[:t]) / t)

@@ -95,6 +95,9 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
     privacy = privacy_summary(result.rounds)
     if privacy:
         summary["privacy"] = privacy
+    asynchronous = async_summary(result.rounds)
+    if asynchronous:
+        summary["async"] = asynchronous
     governance = result.config.get("governance")
     if isinstance(governance, dict) and governance.get("enabled"):
         summary["governance"] = {
@@ -126,6 +129,25 @@ def privacy_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
                 out["orders"] = None
             return out
     return {}
+
+
+def async_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
+    """The ``async`` object of an asynchronous run (``{}`` for a synchronous one): server
+    versions, the virtual time they took, updates aggregated and discarded as stale, and the
+    staleness of the aggregated updates (mean over updates, max)."""
+    versions = [r for r in rounds if "staleness" in r.stages]
+    if not versions:
+        return {}
+    updates = sum(r.num_clients for r in versions)
+    weighted = sum(float(r.stages["staleness"].get("mean", 0.0)) * r.num_clients for r in versions)
+    return {
+        "versions": len(versions),
+        "virtual_time": rounds[-1].clock_s,
+        "updates": updates,
+        "discarded_stale": sum(1 for r in versions for f in r.failures if f.reason == "stale"),
+        "mean_staleness": weighted / updates if updates else 0.0,
+        "max_staleness": max(int(r.stages["staleness"].get("max", 0)) for r in versions),
+    }
 
 
 def research_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:

@@ -187,6 +187,26 @@ def plot_privacy_utility(result: RunResult) -> bytes:
     return _png(figure)
 
 
+def plot_accuracy_vs_time(result: RunResult) -> bytes:
+    """Test accuracy (%) against virtual time (asynchronous runs: one point per version)."""
+    figure = _figure()
+    ax = figure.subplots()
+    pairs = [
+        (record.clock_s, 100.0 * record.global_accuracy)
+        for record in result.rounds
+        if record.global_accuracy is not None and math.isfinite(record.global_accuracy)
+    ]
+    if not pairs:
+        _empty(ax, "no evaluated versions")
+    else:
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "o-", markersize=3)
+        ax.set_xlabel("virtual time (s)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    ax.set_title(f"{result.name}: accuracy against virtual time")
+    return _png(figure)
+
+
 def _client_heatmap(
     result: RunResult, series: Sequence[Mapping[str, float]], label: str, title: str
 ) -> bytes:
@@ -318,7 +338,8 @@ PLOT_FILES: Final[dict[str, Callable[[RunResult], bytes]]] = {
 def render_plots(result: RunResult) -> dict[str, bytes]:
     """Every figure of :data:`PLOT_FILES` as PNG bytes, keyed by file name, and
     ``client_eval_accuracy.png`` when the run measured ``metrics.client_eval``, and
-    ``privacy_utility.png`` (accuracy against epsilon) for a private run.
+    ``privacy_utility.png`` (accuracy against epsilon) for a private run, and
+    ``accuracy_vs_time.png`` (accuracy against virtual time) for an asynchronous one.
 
     Raises
     ------
@@ -330,4 +351,6 @@ def render_plots(result: RunResult) -> dict[str, bytes]:
         plots["client_eval_accuracy.png"] = plot_client_eval_accuracy(result)
     if any(eps is not None for eps in _epsilons(result)):
         plots["privacy_utility.png"] = plot_privacy_utility(result)
+    if any("staleness" in record.stages for record in result.rounds):
+        plots["accuracy_vs_time.png"] = plot_accuracy_vs_time(result)
     return plots

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from velocity.errors import ConfigurationError
 from velocity.types import RoundResult, tensor_digest
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ def build_simulation(
             dropout_rate=sim_cfg.dropout_rate,
             straggler=straggler,
             eval_every=config.training.eval_every,
+            delays=config.async_fl.delay_model() if config.async_fl.enabled else None,
         ),
         train_config=TrainConfig(
             batch_size=client.batch_size,
@@ -95,6 +97,11 @@ def build_simulation(
             momentum=client.momentum,
             weight_decay=client.weight_decay,
             prox_mu=aggregator.mu if isinstance(aggregator, FedProx) else client.prox_mu,
+            optimizer=client.optimizer,
+            beta1=client.beta1,
+            beta2=client.beta2,
+            eps=client.eps,
+            keep_optimizer_state=client.keep_optimizer_state,
         ),
         partitioning=sim_cfg.partitioning,
         alpha=sim_cfg.alpha,
@@ -111,6 +118,11 @@ def build_simulation(
         encoder_for=guard.encoder_for,
         secure=guard.secure,
         downlink_for=guard.downlink_for,
+        asynchronous=(
+            config.async_fl.settings(config.training.clients_per_round)
+            if config.async_fl.enabled
+            else None
+        ),
     )
 
 
@@ -236,6 +248,11 @@ def run_experiment(
     ckpt_dir = out / "checkpoints"
     store = CheckpointStore(f"local://{ckpt_dir}")
     existing = store.latest() is not None
+    if resume and config.async_fl.enabled:
+        raise ConfigurationError(
+            "resume: an asynchronous run's in-flight tasks are not part of its checkpoints, so "
+            "it cannot be resumed exactly; run it again from the start"
+        )
     if resume and existing:
         from velocity.server.checkpoint import check_identity
 
@@ -336,8 +353,6 @@ def _claim(out: Path, marker: Path, identity: dict[str, object]) -> None:
     is reported now, naming it, not after the rounds have been computed."""
     import json
     import os
-
-    from velocity.errors import ConfigurationError
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from velocity.server.engine import (
     RoundAnnotator,
     RoundEngine,
     SyncRound,
+    TriggerPolicy,
 )
 from velocity.sim.adversary import BackdoorEvaluator, SimulatedAdversary
 from velocity.sim.backends import BackendSpec, make_backend
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from velocity.compression import DownlinkCodec
     from velocity.data import ArrayDataset
     from velocity.privacy import PrivacyPlan, PrivacySettings
+    from velocity.server.asynchronous import AsyncSettings
     from velocity.sim.secure import SecAggConfig
     from velocity.strategies import RoundBatch, Strategy
 
@@ -102,6 +104,7 @@ def build_engine(
     sampler: ClientSampler | None = None,
     downlink_bytes: int | None = None,
     secure: SecAggConfig | None = None,
+    asynchronous: AsyncSettings | None = None,
 ) -> RoundEngine:
     """The round engine of a simulated federation whose clients are ``base``'s.
 
@@ -111,7 +114,9 @@ def build_engine(
     aggregation (research metrics); ``annotators`` after the adversary's. ``client_stages``
     run on every honest client's row after training and ``encoder`` turns each row into the
     bytes that travel (its ``decode`` is registered with the engine). ``sampler`` replaces
-    the population's fixed-fraction sampler (Poisson sampling for DP).
+    the population's fixed-fraction sampler (Poisson sampling for DP). ``asynchronous``
+    replaces synchronous rounds by :class:`velocity.server.asynchronous.BufferedAsync` over
+    the whole population, with its staleness weighting as a server stage.
     """
     from velocity.attacks import AttackPlan
     from velocity.strategies import resolve_lipschitz
@@ -135,7 +140,7 @@ def build_engine(
     store = ClientStateStore() if client_state is None else client_state
     base.configure(
         dropout_rate=settings.dropout_rate,
-        straggler=settings.straggler,
+        straggler=settings.delay_model,
         adversary=adversary,
         client_stages=client_stages,
         encoder=encoder,
@@ -147,6 +152,13 @@ def build_engine(
     decoders: dict[str, PayloadDecoder] = (
         {} if encoder is None else {encoder.encoding: encoder.decode}
     )
+    async_stages: list[Stage[RoundBatch]] = []
+    policy: TriggerPolicy = SyncRound(timeout_s=None if straggler is None else straggler.deadline_s)
+    if asynchronous is not None:
+        _check_asynchronous(plan, secure, sum_stages, straggler is not None)
+        ids = [population.client_id(i) for i in range(population.num_clients)]
+        policy = asynchronous.policy(ids, seed=seed)
+        async_stages.append(asynchronous.stage())
     secure_stages: list[Stage[RoundBatch]] = []
     if secure is not None:
         from velocity.sim.secure import build_secure_aggregation, check_compatible
@@ -168,8 +180,8 @@ def build_engine(
         init_params=init_params,
         strategy=strategy,
         seed=seed,
-        policy=SyncRound(timeout_s=None if straggler is None else straggler.deadline_s),
-        pre_stages=[adversary.stage, *stages, *secure_stages, *sum_stages],
+        policy=policy,
+        pre_stages=[adversary.stage, *stages, *async_stages, *secure_stages, *sum_stages],
         post_stages=post_stages,
         evaluate=evaluate,
         eval_every=settings.eval_every,
@@ -180,6 +192,32 @@ def build_engine(
         decoders=decoders,
         downlink_bytes=downlink_bytes,
     )
+
+
+def _check_asynchronous(
+    plan: AttackPlan, secure: SecAggConfig | None, sum_stages: Sequence[object], deadline: bool
+) -> None:
+    """What asynchronous FL does not combine with, each refused by name."""
+    if plan.specs:
+        raise ConfigurationError(
+            "async_fl: simulated attacks are resolved per synchronous round and are not "
+            "supported with asynchronous FL yet; remove attacks or disable async_fl"
+        )
+    if secure is not None:
+        raise ConfigurationError(
+            "async_fl: secure aggregation needs a synchronous cohort (its masks cancel only "
+            "over one round's clients); disable secure_aggregation or async_fl"
+        )
+    if sum_stages:
+        raise ConfigurationError(
+            "async_fl: central DP's accounting assumes Poisson or fixed-size client sampling "
+            "per round, which asynchronous dispatch is not; use privacy.mode: local or dp_sgd"
+        )
+    if deadline:
+        raise ConfigurationError(
+            "async_fl: a round deadline (simulation.straggler) does not apply to asynchronous "
+            "rounds; give the client delays in async_fl instead"
+        )
 
 
 def _client_lr(base: SimulatedClients) -> float | None:
@@ -221,6 +259,7 @@ def make_simulation(
     secure: SecAggConfig | None = None,
     num_rounds: int | None = None,
     downlink_for: Callable[[ParamSpec], DownlinkCodec] | None = None,
+    asynchronous: AsyncSettings | None = None,
 ) -> Federation:
     """Load data, partition it, build model and trainer, and the engine over them.
 
@@ -231,7 +270,8 @@ def make_simulation(
     client. ``privacy`` is resolved by :func:`velocity.privacy.plan_privacy` against this
     federation (its stages, DP-SGD settings, sampler and annotator are wired; the plan is
     :attr:`Federation.privacy`), ``encoder_for(spec)`` makes the clients' codec, ``secure``
-    wraps the clients in secure aggregation.
+    wraps the clients in secure aggregation, ``asynchronous`` makes the rounds asynchronous
+    (see :func:`build_engine`).
     """
     from velocity.client import Trainer
     from velocity.data import load_dataset, partition
@@ -356,6 +396,7 @@ def make_simulation(
         ),
         encoder=None if encoder_for is None else encoder_for(spec),
         secure=secure,
+        asynchronous=asynchronous,
     )
     shown = min(population.num_clients, 1000)
     hist = histogram[:shown]

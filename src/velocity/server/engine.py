@@ -108,13 +108,19 @@ def serialized_size(spec: ParamSpec, params: Tensor) -> int:
 
 @dataclass
 class Gathered:
-    """What a trigger policy hands the engine: the round's tasks and their results, in the
-    order the rows are to be stacked, and whether to aggregate now."""
+    """What a trigger policy hands the engine: the tasks dispatched this round, the results
+    to aggregate (in the order the rows are to be stacked), and whether to aggregate now.
+
+    ``answers`` are the tasks the updates answer when they are not this round's (an
+    asynchronous policy aggregates updates to tasks dispatched at earlier versions);
+    ``None`` means ``tasks``. Each update is admitted against its own task.
+    """
 
     tasks: list[ClientTask]
     results: list[Result]
     aggregate: bool = True
     reason: str = ""
+    answers: list[ClientTask] | None = None
 
 
 class TriggerPolicy(ABC):
@@ -435,7 +441,8 @@ class RoundEngine:
     def _admit(
         self, gathered: Gathered, round_: int
     ) -> tuple[list[ClientUpdate], list[ClientFailure]]:
-        tasks = {t.client_id: t for t in gathered.tasks}
+        answered = gathered.tasks if gathered.answers is None else gathered.answers
+        tasks = {t.client_id: t for t in answered}
         seen: set[str] = set()
         updates: list[ClientUpdate] = []
         failures: list[ClientFailure] = []
@@ -542,6 +549,7 @@ class RoundEngine:
                 num_samples=[u.num_samples for u in updates],
                 client_ids=[u.client_id for u in updates],
                 losses=RoundBatch.initial_losses(updates),
+                notes={"staleness": {u.client_id: u.staleness for u in updates}},
             )
             batch, states, stage_metrics = run_server_stages(self.stages, batch, self._states, ctx)
             assert batch.params is not None

@@ -38,7 +38,7 @@ from torch import Tensor
 from velocity._random import torch_generator
 from velocity.client import run_client_stages
 from velocity.errors import ConfigurationError
-from velocity.sim.sampling import DropoutModel, StragglerModel
+from velocity.sim.sampling import DelayModel, DropoutModel
 from velocity.types import (
     ClientFailure,
     ClientStateStore,
@@ -110,7 +110,7 @@ class SimulatedClients(UpdateProvider):
         *,
         seed: int,
         dropout_rate: float = 0.0,
-        straggler: StragglerModel | None = None,
+        straggler: DelayModel | None = None,
         adversary: SimulatedAdversary | None = None,
     ) -> None:
         self.population = population
@@ -130,7 +130,7 @@ class SimulatedClients(UpdateProvider):
         self,
         *,
         dropout_rate: float,
-        straggler: StragglerModel | None,
+        straggler: DelayModel | None,
         adversary: SimulatedAdversary | None,
         client_stages: Sequence[Stage[Tensor]] = (),
         encoder: UpdateEncoder | None = None,
@@ -303,7 +303,10 @@ class SequentialClients(SimulatedClients):
     Client ``c`` in round ``r`` shuffles its batches with a generator derived from
     ``(seed, r, c, "train")``, so its update is the same whatever else runs in the round.
     A task's :class:`~velocity.types.TaskConfig` overrides the trainer's settings (lr, local
-    epochs or steps, FedProx ``mu``) for that client.
+    epochs or steps, FedProx ``mu``) for that client. With
+    ``TrainConfig.keep_optimizer_state`` each client's optimizer state (DiLoCo's inner AdamW
+    moments) is kept in :attr:`client_state` under ``"optimizer-<optimizer>"`` between its
+    rounds, and so checkpointed with the engine.
     """
 
     name: ClassVar[str] = "sequential"
@@ -318,7 +321,7 @@ class SequentialClients(SimulatedClients):
         seed: int,
         num_classes: int | None = None,
         dropout_rate: float = 0.0,
-        straggler: StragglerModel | None = None,
+        straggler: DelayModel | None = None,
         adversary: SimulatedAdversary | None = None,
     ) -> None:
         super().__init__(
@@ -369,6 +372,9 @@ class SequentialClients(SimulatedClients):
                 client=client,
             )
             idx = torch.arange(idx.shape[0], dtype=idx.dtype, device=idx.device)
+        config = self._config(task)
+        # A kept optimizer state (DiLoCo's inner AdamW) is the client's, in the engine's store.
+        kept = f"optimizer-{config.optimizer}" if config.keep_optimizer_state else None
         res = self.trainer.train(
             task.params,
             x,
@@ -376,9 +382,12 @@ class SequentialClients(SimulatedClients):
             idx,
             generator=torch_generator(self.seed, task.round, client, "train"),
             out=work.out,
-            config=self._config(task),
+            config=config,
             initial_loss=wants_initial_loss(task),
+            optimizer_state=None if kept is None else self.client_state.get(task.client_id, kept),
         )
+        if kept is not None and res.optimizer_state is not None:
+            self.client_state.put(task.client_id, kept, res.optimizer_state)
         scale_poisoned_update(attack, work.out)
         return ClientUpdate(
             task.client_id, res.num_samples, work.out, loss=res.loss, metrics=dict(res.metrics)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CLIENTS",
     "MAX_CLIENTS_PER_ROUND",
+    "ClientSpeeds",
+    "DelayModel",
     "DropoutModel",
     "FractionSampler",
     "PoissonSampler",
     "StragglerModel",
+    "UniformDelay",
     "clients_per_round",
     "select_clients",
 ]
@@ -113,6 +116,99 @@ class StragglerModel:
 
     def late(self, client: int, *, seed: int, round_: int) -> bool:
         return self.delay(client, seed=seed, round_=round_) > self.deadline_s
+
+
+class DelayModel(Protocol):
+    """How long a simulated client takes to answer a task (virtual seconds): its compute
+    and delivery time. ``delay(client, seed=, round_=)`` must be a pure function of its
+    arguments (a client's delay never depends on which other clients run)."""
+
+    def delay(self, client: int, *, seed: int, round_: int) -> float: ...
+
+
+def _check_finite(owner: str, name: str, value: float, *, low: float, open_low: bool) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (open_low and value == low):
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        raise ConfigurationError(f"{owner}.{name} must be a finite number {bound}; got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class UniformDelay:
+    """Every task's delay uniform on ``[min_s, max_s]``, drawn from
+    ``(seed, round, client, "delay")`` (FLP's ``async_fl: {delay_min, delay_max}``).
+
+    >>> UniformDelay(1.0, 3.0).delay(7, seed=0, round_=2) == UniformDelay(1.0, 3.0).delay(
+    ...     7, seed=0, round_=2)
+    True
+    >>> UniformDelay(2.0, 1.0)
+    Traceback (most recent call last):
+        ...
+    velocity.errors.ConfigurationError: UniformDelay.max_s must be >= min_s=2.0; got 1.0
+    """
+
+    min_s: float = 0.0
+    max_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check_finite("UniformDelay", "min_s", self.min_s, low=0.0, open_low=False)
+        _check_finite("UniformDelay", "max_s", self.max_s, low=0.0, open_low=False)
+        if self.max_s < self.min_s:
+            raise ConfigurationError(
+                f"UniformDelay.max_s must be >= min_s={self.min_s}; got {self.max_s}"
+            )
+
+    def delay(self, client: int, *, seed: int, round_: int) -> float:
+        if self.max_s == self.min_s:
+            return float(self.min_s)
+        return float(numpy_rng(seed, round_, client, "delay").uniform(self.min_s, self.max_s))
+
+
+@dataclass(frozen=True)
+class ClientSpeeds:
+    """Heavy-tailed client speeds: persistent slow clients, not just unlucky rounds.
+
+    Client ``c`` has a mean task time ``t_c = mean_s · X_c`` with ``X_c`` Pareto-distributed
+    with tail index ``shape`` and mean 1 (``X = x_m · U^(-1/shape)``, ``x_m = (shape-1)/shape``),
+    drawn once from ``(seed, c, "speed")``; each task then takes ``t_c · J + min_s`` with a
+    lognormal jitter ``J`` of mean 1 and log-sd ``jitter`` from ``(seed, round, c, "delay")``.
+    With ``shape = 1.5`` about 1 client in 30 is 5x slower than the mean and 1 in 100 is 10x
+    slower — the stragglers FedBuff (Nguyen et al. 2022) is built for.
+
+    >>> speeds = ClientSpeeds(mean_s=1.0, shape=1.5, jitter=0.0)
+    >>> round(speeds.client_mean(3, seed=0), 4) == round(speeds.delay(3, seed=0, round_=9), 4)
+    True
+    >>> ClientSpeeds(shape=1.0)
+    Traceback (most recent call last):
+        ...
+    velocity.errors.ConfigurationError: ClientSpeeds.shape must be a finite number > 1; got 1.0
+    """
+
+    mean_s: float = 1.0
+    shape: float = 1.5
+    jitter: float = 0.25
+    min_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_finite("ClientSpeeds", "mean_s", self.mean_s, low=0.0, open_low=True)
+        _check_finite("ClientSpeeds", "shape", self.shape, low=1.0, open_low=True)
+        _check_finite("ClientSpeeds", "jitter", self.jitter, low=0.0, open_low=False)
+        _check_finite("ClientSpeeds", "min_s", self.min_s, low=0.0, open_low=False)
+
+    def client_mean(self, client: int, *, seed: int) -> float:
+        """Client ``client``'s mean task time ``t_c`` (without ``min_s``)."""
+        u = float(numpy_rng(seed, client, "speed").random())
+        scale = (self.shape - 1.0) / self.shape
+        return float(self.mean_s * scale * (1.0 - u) ** (-1.0 / self.shape))
+
+    def delay(self, client: int, *, seed: int, round_: int) -> float:
+        base = self.client_mean(client, seed=seed)
+        if self.jitter == 0.0:
+            return self.min_s + base
+        s = self.jitter
+        j = float(numpy_rng(seed, round_, client, "delay").lognormal(-(s**2) / 2.0, s))
+        return self.min_s + base * j
 
 
 @dataclass(frozen=True, eq=False)

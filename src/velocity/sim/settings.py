@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from velocity._validation import INVALID, Constraint, Integer, Real, check_parameters
-from velocity.sim.sampling import StragglerModel
+from velocity.errors import ConfigurationError
+from velocity.sim.sampling import DelayModel, StragglerModel
 
 __all__ = ["SimulationSettings"]
 
@@ -22,9 +23,22 @@ class _Straggler:
         return value if value is None or isinstance(value, StragglerModel) else INVALID
 
 
+class _Delays:
+    """``None`` or an object with a ``delay(client, *, seed, round_)`` method."""
+
+    def describe(self) -> str:
+        return "None or a delay model (UniformDelay, ClientSpeeds, ...)"
+
+    def convert(self, value: object) -> object:
+        return value if value is None or callable(getattr(value, "delay", None)) else INVALID
+
+
 @dataclass(frozen=True)
 class SimulationSettings:
     """Round-level behaviour of a simulation (see ``docs/configuration.md``).
+
+    ``straggler`` draws client delays and sets the synchronous round's deadline; ``delays``
+    draws them without a deadline (asynchronous FL, deadline-free synchronous rounds).
 
     >>> SimulationSettings(seed=0, client_fraction=0)
     Traceback (most recent call last):
@@ -38,6 +52,7 @@ class SimulationSettings:
     dropout_rate: float = 0.0
     straggler: StragglerModel | None = None
     eval_every: int = 1
+    delays: DelayModel | None = None
 
     _constraints: ClassVar[Mapping[str, Constraint]] = {
         "seed": Integer(),
@@ -46,7 +61,18 @@ class SimulationSettings:
         "dropout_rate": Real(low=0, high=1, high_open=True),
         "straggler": _Straggler(),
         "eval_every": Integer(low=1),
+        "delays": _Delays(),
     }
 
     def __post_init__(self) -> None:
         check_parameters(self)
+        if self.straggler is not None and self.delays is not None:
+            raise ConfigurationError(
+                "SimulationSettings: give straggler (delays with a round deadline) or delays "
+                "(no deadline), not both"
+            )
+
+    @property
+    def delay_model(self) -> DelayModel | None:
+        """The clients' delays: the straggler model's, else :attr:`delays`."""
+        return self.straggler if self.straggler is not None else self.delays

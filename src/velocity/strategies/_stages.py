@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -162,8 +162,7 @@ class AggregateStage:
         )
         metrics["total_samples"] = sum(counts)
         metrics["server_optimizer"] = _optimizer_name(self.strategy)
-        x.update = result.update
-        return x, state, metrics
+        return replace(x, update=result.update), state, metrics
 
 
 def _optimizer_name(strategy: Strategy) -> str | None:

@@ -49,7 +49,7 @@ __all__ = [
 MAX_SAMPLES: Final = 2**53
 """Largest sample count an update may claim (exact as the float64 weight it becomes)."""
 
-FailureReason = Literal["dropped", "timed_out", "rejected", "error"]
+FailureReason = Literal["dropped", "timed_out", "rejected", "stale", "error"]
 FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 """``dropped`` (never answered: offline, crashed), ``timed_out`` (missed the deadline),
 ``rejected`` (the engine refused the update: digest, shape, version, duplicate) and ``error``

@@ -28,8 +28,9 @@ class RoundResult:
     participated : tuple of str
         Ids whose rows were aggregated, in row order (simulated Sybil identities included).
     failures : tuple of ClientFailure
-        Clients that did not contribute and why (``dropped``, ``timed_out``, ``rejected``,
-        ``error``); :attr:`dropped`, :attr:`stragglers` and :attr:`rejected` list them by reason.
+        Clients that did not contribute and why (``dropped``, ``timed_out``,
+        ``rejected``, ``stale``, ``error``); :attr:`dropped`, :attr:`stragglers` and
+        :attr:`rejected` list them by reason.
     global_loss : float or None
         **The one meaning:** the global model's evaluation loss after the round (test split;
         the quadratic objective for ``layer_shapes`` servers); ``None`` on rounds that were
