@@ -16,6 +16,10 @@
                                     erase a client's personal record; the chain stays valid
     velocity replay MANIFEST [--output-dir DIR]
                                     re-run a replay manifest, compare the model chain
+    velocity fedtrain run --config PATH [--nodes N] [--seed S]
+                                    a simulated DiLoCo run (the aumai-fedtrain surface)
+    velocity fedtrain verify --update PATH --hash HEX
+                                    check a LocalUpdate file against its SHA-256 hash
     velocity version                print the installed version
     velocity --version              print ``velocityfl VERSION`` and exit
 
@@ -502,6 +506,70 @@ def _cmd_bench_robustness(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _node_count(text: str) -> int:
+    """``--nodes``: an int >= 1 (argparse reports anything else as a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {value}")
+    return value
+
+
+def _cmd_fedtrain_run(args: argparse.Namespace, out: TextIO) -> int:
+    from velocity.fedtrain import DiLoCoCoordinator, SimulatedNodes, TrainingConfig, read_config
+
+    config = read_config(args.config)  # unreadable, oversized or invalid -> exit 2
+    if args.nodes is not None:
+        config = TrainingConfig.model_validate({**config.model_dump(), "num_nodes": args.nodes})
+    simulation = SimulatedNodes(config, seed=args.seed)
+    print(
+        f"Starting federated training: {config.model_name}  nodes={config.num_nodes}  "
+        f"rounds={config.global_rounds}",
+        file=out,
+    )
+    print(file=out)
+    coordinator = DiLoCoCoordinator()
+    result = coordinator.run_training(config, simulation.nodes, simulation)
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.6f}"
+    print("Training complete.", file=out)
+    print(f"  Rounds completed:  {result.rounds_completed}/{result.rounds_planned}", file=out)
+    print(f"  Total samples:     {result.total_samples}", file=out)
+    print(f"  Final avg loss:    {loss}", file=out)
+    print(f"  Duration:          {result.duration_seconds:.3f}s", file=out)
+    print(file=out)
+    print("Node credits (samples processed):", file=out)
+    for node_id, samples in sorted(coordinator.credit_tracker.all_credits().items()):
+        print(f"  {node_id}: {samples} samples", file=out)
+    return EXIT_OK
+
+
+def _cmd_fedtrain_verify(args: argparse.Namespace, out: TextIO) -> int:
+    import re
+
+    from velocity.errors import ConfigurationError
+    from velocity.fedtrain import HashVerifier, read_update
+
+    expected = args.hash.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise ConfigurationError(
+            f"--hash must be a SHA-256 digest (64 hex digits); got {args.hash[:80]!r}"
+        )
+    update = read_update(args.update)  # unreadable, oversized or invalid -> exit 2
+    verifier = HashVerifier()
+    if verifier.verify(update, expected):
+        print(f"Verification PASSED.  Hash: {expected}", file=out)
+        return EXIT_OK
+    computed = verifier.compute_hash(update.gradients)
+    print(
+        f"Verification FAILED.  Expected: {expected}  Computed: {computed}  "
+        f"(the gradients of {update.node_id}, round {update.round_id})",
+        file=out,
+    )
+    return EXIT_ERROR
+
+
 def _print_run_summary(result: Any, run_dir: Any, out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -811,6 +879,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", metavar="DIR", help="keep the replay's outputs here (default: temporary)"
     )
     replay_cmd.set_defaults(handler=_cmd_replay)
+
+    fedtrain = add_command(
+        commands,
+        "fedtrain",
+        help="the aumai-fedtrain surface: a simulated DiLoCo run, update hash checks",
+        description=(
+            "DiLoCo federated training with the aumai-fedtrain API (velocity.fedtrain, see "
+            "docs/fedtrain.md)."
+        ),
+    )
+    fedtrains = fedtrain.add_subparsers(dest="fedtrain", metavar="ACTION", required=True)
+    fedtrain_run = add_command(
+        fedtrains,
+        "run",
+        help="a simulated training run from a train.json",
+        description=(
+            "Run DiLoCo on simulated nodes (seeded linear-regression shards trained with "
+            "AdamW, see velocity.fedtrain.SimulatedNodes) with the settings of a train.json "
+            "(model_name, learning_rate, batch_size, local_steps, global_rounds, num_nodes); "
+            "print the summary and every node's credit."
+        ),
+    )
+    fedtrain_run.add_argument(
+        "--config", required=True, metavar="PATH", help="the train.json (a TrainingConfig)"
+    )
+    fedtrain_run.add_argument(
+        "--nodes", type=_node_count, metavar="N", help="override num_nodes (an int >= 1)"
+    )
+    fedtrain_run.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the simulation (default: 0)"
+    )
+    fedtrain_run.set_defaults(handler=_cmd_fedtrain_run)
+    fedtrain_verify = add_command(
+        fedtrains,
+        "verify",
+        help="check a LocalUpdate file against a SHA-256 hash of its gradients",
+        description=(
+            "Hash the gradients of a LocalUpdate JSON file (SHA-256 of json.dumps(gradients, "
+            "sort_keys=True)) and compare with HEX. Exits 0 printing 'Verification PASSED.' "
+            "on a match, 1 printing 'Verification FAILED.' otherwise, 2 for a malformed, "
+            "oversized (> 64 MiB) or unreadable file or a malformed hash."
+        ),
+    )
+    fedtrain_verify.add_argument(
+        "--update", required=True, metavar="PATH", help="the update.json (a LocalUpdate)"
+    )
+    fedtrain_verify.add_argument(
+        "--hash", required=True, metavar="HEX", help="the expected SHA-256 hex digest"
+    )
+    fedtrain_verify.set_defaults(handler=_cmd_fedtrain_verify)
 
     version = add_command(
         commands,

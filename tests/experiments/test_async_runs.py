@@ -116,3 +116,14 @@ def test_the_shipped_async_config_validates() -> None:
     assert config.async_fl.enabled
     assert config.async_fl.staleness_strategy == "inverse_staleness"
     assert config.async_fl.delay_max == 3.0
+
+
+def test_compression_runs_asynchronously_and_counts_encoded_bytes(tmp_path: Path) -> None:
+    data = _config(tmp_path, buffer_size=2).model_dump()
+    plain = run_experiment(ExperimentConfig.model_validate(data), output_dir=tmp_path / "plain")
+    data["compression"] = {"enabled": True, "strategy": "topk", "topk_ratio": 0.1}
+    squeezed = run_experiment(ExperimentConfig.model_validate(data), output_dir=tmp_path / "topk")
+    up_plain = sum(r.bytes_up for r in plain.rounds)
+    up_topk = sum(r.bytes_up for r in squeezed.rounds)
+    assert all(r.num_clients == 2 for r in squeezed.rounds)
+    assert up_topk < 0.3 * up_plain
