@@ -34,6 +34,7 @@ from velocity.strategies import (
     Bulyan,
     CenteredClipping,
     Clip,
+    DiLoCo,
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -97,6 +98,7 @@ EXAMPLE: dict[type, Any] = {
     FedAdagrad: FedAdagrad(),
     FedAdam: FedAdam(),
     FedYogi: FedYogi(),
+    DiLoCo: DiLoCo(),
 }
 
 counts = st.integers(min_value=0, max_value=10**6)
@@ -138,6 +140,7 @@ VALID: dict[type, st.SearchStrategy[Any]] = {
     FedAdagrad: st.builds(FedAdagrad, lr=positive, tau=positive),
     FedAdam: st.builds(FedAdam, lr=positive, beta1=decay, beta2=decay, tau=positive),
     FedYogi: st.builds(FedYogi, lr=positive, beta1=decay, beta2=decay, tau=positive),
+    DiLoCo: st.builds(DiLoCo, lr=positive, momentum=decay, nesterov=st.booleans()),
 }
 
 aggregators = st.one_of([VALID[cls] for cls in ALL_STRATEGIES])
@@ -322,6 +325,9 @@ BAD: list[tuple[type, str, Any, str]] = [
     (FedYogi, "beta1", 1.5, "a finite float in [0, 1)"),
     (FedYogi, "beta2", 1.0, "a finite float in [0, 1)"),
     (FedYogi, "tau", math.nan, "a finite float > 0"),
+    (DiLoCo, "lr", 0, "a finite float > 0"),
+    (DiLoCo, "momentum", 1.0, "a finite float in [0, 1)"),
+    (DiLoCo, "nesterov", "yes", "true or false"),
 ]
 
 
@@ -797,6 +803,10 @@ SERVER: list[tuple[Any, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor
         FedYogi(lr=0.2, beta1=0.5, beta2=0.8, tau=0.01),
         lambda p, d, s: K.fedyogi(p, d, s, lr=0.2, beta1=0.5, beta2=0.8, tau=0.01),
     ),
+    (
+        DiLoCo(lr=0.6, momentum=0.8),
+        lambda p, d, s: K.fedavgm(p, d, s, lr=0.6, momentum=0.8, nesterov=True),
+    ),
 ]
 
 
@@ -866,6 +876,7 @@ def test_docstrings_name_the_kernel(cls: type) -> None:
         "GeometricMedian": "geometric_median",
         "CenteredClipping": "centered_clipping",
         "ServerSGD": "server_sgd",
+        "DiLoCo": "fedavgm",
     }.get(cls.__name__, cls.__name__.lower())
     assert f"velocity.kernels.{kernel}`" in (cls.__doc__ or "")
     assert hasattr(K, kernel)

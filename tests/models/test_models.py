@@ -17,6 +17,7 @@ PARAM_COUNTS = {
     "logreg": 7_850,
     "cifar-cnn": 1_756_426,
     "char-lstm": 819_920,
+    "char-transformer": 115_536,
 }
 
 

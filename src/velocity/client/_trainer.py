@@ -1,12 +1,14 @@
-"""Local training of one client: minibatch SGD on in-memory tensors, FedProx and
+"""Local training of one client: minibatch SGD or AdamW on in-memory tensors, FedProx and
 example-level DP-SGD optional."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Final
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +29,12 @@ __all__ = ["LossFn", "Trainer"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(output, target) -> scalar``, averaged over the batch (like ``F.cross_entropy``)."""
 
+_STATE_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    "sgd": frozenset({"momentum_buffer"}),
+    "adamw": frozenset({"step", "exp_avg", "exp_avg_sq"}),
+}
+"""The per-parameter state each local optimizer keeps, by PyTorch's names."""
+
 
 class Trainer:
     """Train one model locally for any number of clients, one after another.
@@ -34,13 +42,16 @@ class Trainer:
     The model instance is scratch space shared by every client: :meth:`train` loads the
     global parameters into it, runs the local SGD steps, and writes the resulting update
     into a flat vector in :class:`~velocity.types.ParamSpec` layout. A fresh
-    :class:`torch.optim.SGD` is made per client, because momentum buffers are per-client
-    state that FedAvg does not keep between rounds.
+    :class:`torch.optim.SGD` (or :class:`torch.optim.AdamW`, ``config.optimizer="adamw"``)
+    is made per call, because its buffers are per-client state: FedAvg does not keep them
+    between rounds, and with ``config.keep_optimizer_state`` the caller keeps them for the
+    client and hands them back (``optimizer_state``), as DiLoCo's workers keep their inner
+    AdamW (Douillard et al. 2023).
 
     Local training is McMahan et al. 2017's ClientUpdate ("Communication-Efficient Learning
     of Deep Networks from Decentralized Data", Algorithm 1): ``E`` epochs (or a fixed number
-    of steps) of minibatch SGD of size ``B`` from the global model, with FedProx's proximal
-    term ``mu/2 · ‖w − w_global‖²`` when ``config.prox_mu > 0`` (Li et al. 2020,
+    of steps) of minibatch SGD (or AdamW) of size ``B`` from the global model, with FedProx's
+    proximal term ``mu/2 · ‖w − w_global‖²`` when ``config.prox_mu > 0`` (Li et al. 2020,
     "Federated Optimization in Heterogeneous Networks").
 
     Parameters
@@ -172,6 +183,7 @@ class Trainer:
         out: Tensor | None = None,
         config: TrainConfig | None = None,
         initial_loss: bool = False,
+        optimizer_state: Mapping[str, Tensor] | None = None,
     ) -> TrainResult:
         """Train from ``global_params`` on the client's examples ``x[indices]``.
 
@@ -203,18 +215,25 @@ class Trainer:
             default: nothing is measured and the training is untouched; on, the update is
             bit-identical to the one without it (the pass changes no parameter, buffer or
             generator).
+        optimizer_state : mapping of str to Tensor, optional
+            With ``config.keep_optimizer_state``: the client's optimizer state from its last
+            call (:attr:`TrainResult.optimizer_state`), loaded (copied) into the fresh
+            optimizer before the first step; ``None`` or empty starts from scratch. Refused
+            without ``keep_optimizer_state``.
 
         Returns
         -------
         TrainResult
             ``delta = new_params − global_params`` (``out`` itself when given), the sample
-            count, the mean minibatch loss and the metrics.
+            count, the mean minibatch loss, the metrics and, with
+            ``config.keep_optimizer_state``, the optimizer state after the last step.
 
         Raises
         ------
         ValidationError
-            Empty or out-of-range ``indices`` (the client has no usable data), or tensors of
-            the wrong shape, dtype or device.
+            Empty or out-of-range ``indices`` (the client has no usable data), tensors of
+            the wrong shape, dtype or device, or an ``optimizer_state`` that is not this
+            model's state of ``config.optimizer``.
         """
         config = self._config if config is None else config
         if not isinstance(initial_loss, bool):
@@ -256,15 +275,10 @@ class Trainer:
             if config.local_steps is not None
             else config.local_epochs * steps_per_epoch
         )
-        optimizer = torch.optim.SGD(
-            self._params,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        optimizer = self._optimizer(config, optimizer_state)
         loss_fn = self._loss_fn
         if config.dp_clip is not None:
-            return self._train_dpsgd(
+            result = self._train_dpsgd(
                 config,
                 x,
                 y,
@@ -278,6 +292,7 @@ class Trainer:
                 out=out,
                 received_loss=received_loss,
             )
+            return self._with_state(result, optimizer, config)
         losses: list[Tensor] = []
         predictions: list[Tensor] = []
         targets: list[Tensor] = []
@@ -328,12 +343,84 @@ class Trainer:
             metrics["accuracy"] = correct_value / samples_seen
         else:
             loss_value = float(mean_loss)
-        return TrainResult(
+        result = TrainResult(
             delta=out,
             num_samples=n,
             loss=loss_value,
             metrics=MappingProxyType(metrics),
         )
+        return self._with_state(result, optimizer, config)
+
+    def _optimizer(
+        self, config: TrainConfig, state: Mapping[str, Tensor] | None
+    ) -> torch.optim.Optimizer:
+        """A fresh optimizer of ``config.optimizer`` over the trainable parameters, holding a
+        copy of ``state`` (see :meth:`train`)."""
+        optimizer: torch.optim.Optimizer
+        if config.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(
+                self._params,
+                lr=config.lr,
+                betas=(config.beta1, config.beta2),
+                eps=config.eps,
+                weight_decay=config.weight_decay,
+            )
+        else:
+            optimizer = torch.optim.SGD(
+                self._params,
+                lr=config.lr,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+            )
+        if state is None or not len(state):
+            return optimizer
+        if not config.keep_optimizer_state:
+            raise ValidationError(
+                "train got an optimizer_state but config.keep_optimizer_state is False; set it "
+                "to carry the optimizer's state between rounds"
+            )
+        allowed = _STATE_KEYS[config.optimizer]
+        index = {name: i for i, name in enumerate(self._param_names)}
+        loaded: dict[int, dict[str, Tensor]] = {}
+        for flat, value in state.items():
+            name, _, key = str(flat).rpartition(".")
+            i = index.get(name)
+            if i is None or key not in allowed or not isinstance(value, Tensor):
+                raise ValidationError(
+                    f"optimizer_state entry {flat!r} is not the {config.optimizer} state of a "
+                    f"trainable parameter (expected '<parameter>.<key>' with key one of "
+                    f"{', '.join(sorted(allowed))}, holding a tensor)"
+                )
+            if value.dim() and value.shape != self._params[i].shape:
+                raise ValidationError(
+                    f"optimizer_state[{flat!r}] has shape {tuple(value.shape)}, but the "
+                    f"parameter has {tuple(self._params[i].shape)}"
+                )
+            loaded.setdefault(i, {})[key] = value.detach().clone()
+        for i, entries in loaded.items():
+            if entries.keys() != allowed:
+                raise ValidationError(
+                    f"optimizer_state of {self._param_names[i]!r} holds "
+                    f"{', '.join(sorted(entries))}; {config.optimizer} needs "
+                    f"{', '.join(sorted(allowed))}"
+                )
+        groups = optimizer.state_dict()["param_groups"]
+        optimizer.load_state_dict({"state": loaded, "param_groups": groups})
+        return optimizer
+
+    def _with_state(
+        self, result: TrainResult, optimizer: torch.optim.Optimizer, config: TrainConfig
+    ) -> TrainResult:
+        """``result`` carrying the optimizer's state when ``config.keep_optimizer_state``."""
+        if not config.keep_optimizer_state:
+            return result
+        state = {
+            f"{name}.{key}": value.detach()
+            for name, p in zip(self._param_names, self._params, strict=True)
+            for key, value in optimizer.state.get(p, {}).items()
+            if isinstance(value, Tensor)
+        }
+        return dataclasses.replace(result, optimizer_state=MappingProxyType(state))
 
     def _train_dpsgd(
         self,

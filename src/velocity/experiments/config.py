@@ -5,7 +5,8 @@ and the values it accepts)::
 
     name, seed, dataset, data_dir, model_id, strategy
     training:     num_rounds, num_clients, client_fraction, min_clients, eval_every
-    client:       batch_size, local_epochs | local_steps, lr, momentum, weight_decay, prox_mu
+    client:       batch_size, local_epochs | local_steps, lr, momentum, weight_decay, prox_mu,
+                  optimizer, beta1, beta2, eps, keep_optimizer_state
     simulation:   partitioning, alpha, num_shards_per_client, dropout_rate,
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
     governance:   enabled, save_audit_log, save_replay_manifest, sign, signing_key
@@ -17,7 +18,10 @@ and the values it accepts)::
                   error_feedback, error_feedback_memory_mb, downlink
     secure_aggregation: enabled, corrupt_fraction, dropout_rate, security_bits,
                   correctness_bits, fixed_point_bits, clip, dropout_after_masking
-    async_fl      (validated; enabled: true is not available yet)
+    async_fl:     enabled, delay_min, delay_max, delay_distribution, delay_mean, delay_shape,
+                  delay_jitter, concurrency, buffer_size, staleness_threshold,
+                  staleness_strategy, staleness_decay_factor, staleness_exponent, hinge_a,
+                  hinge_b, mixing
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
     backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
@@ -54,7 +58,7 @@ import re
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -70,6 +74,8 @@ from velocity.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from velocity.attacks import AttackPlan, AttackSpec
+    from velocity.server.asynchronous import AsyncSettings
+    from velocity.sim.sampling import DelayModel
     from velocity.strategies import Strategy
 
 __all__ = [
@@ -108,7 +114,14 @@ def _models_datasets() -> Mapping[str, tuple[str, ...]]:
     return MODEL_DATASETS
 
 
-MODEL_IDS: Final[tuple[str, ...]] = ("mnist-cnn", "mnist-2nn", "logreg", "cifar-cnn", "char-lstm")
+MODEL_IDS: Final[tuple[str, ...]] = (
+    "mnist-cnn",
+    "mnist-2nn",
+    "logreg",
+    "cifar-cnn",
+    "char-lstm",
+    "char-transformer",
+)
 """Every model id a configuration accepts. Keep in sync with the model zoo."""
 
 
@@ -149,24 +162,6 @@ class _Section(BaseModel):
     model_config = _STRICT
 
 
-class _PlannedSection(_Section):
-    """A section whose feature is planned: every field is validated, ``enabled`` must be false."""
-
-    _section: ClassVar[str]
-
-    enabled: bool = False
-
-    @field_validator("enabled")
-    @classmethod
-    def _not_yet(cls, enabled: bool) -> bool:
-        if enabled:
-            raise ValueError(
-                f"{cls._section} is not available yet in this version (planned); "
-                f"set {cls._section}.enabled: false or remove the section"
-            )
-        return enabled
-
-
 class TrainingConfig(_Section):
     """The federation: how many rounds, how many clients, and how many of them per round."""
 
@@ -193,7 +188,10 @@ class ClientConfig(_Section):
     Exactly one of ``local_epochs`` / ``local_steps`` is in effect: ``local_steps`` (mini-batch
     steps per round) when set, else ``local_epochs`` (default 1). Setting both is an error.
     ``prox_mu`` is FedProx's proximal strength; with a ``FedProx`` strategy it is filled from
-    the strategy's ``mu``.
+    the strategy's ``mu``. ``optimizer: adamw`` trains with AdamW (``beta1``, ``beta2``,
+    ``eps``; ``weight_decay`` is then its decoupled decay, ``momentum`` must stay 0);
+    ``keep_optimizer_state`` keeps each client's optimizer state between its rounds
+    (DiLoCo's inner optimizer), see :class:`velocity.client.TrainConfig`.
     """
 
     batch_size: int = Field(default=32, ge=1)
@@ -203,6 +201,11 @@ class ClientConfig(_Section):
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     prox_mu: float = Field(default=0.0, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    keep_optimizer_state: bool = False
 
     @model_validator(mode="after")
     def _one_budget(self) -> ClientConfig:
@@ -213,6 +216,11 @@ class ClientConfig(_Section):
             )
         if self.local_epochs is None and self.local_steps is None:
             object.__setattr__(self, "local_epochs", 1)
+        if self.optimizer == "adamw" and self.momentum:
+            raise ValueError(
+                "momentum is SGD's; AdamW keeps its own first moment (beta1), so set "
+                f"momentum: 0 with optimizer: adamw; got momentum={self.momentum}"
+            )
         return self
 
 
@@ -336,16 +344,38 @@ class MetricsConfig(_Section):
     client_eval_samples: int = Field(default=200, ge=1, le=100_000)
 
 
-class AsyncFLConfig(_PlannedSection):
-    """Asynchronous FL on a virtual clock with staleness-aware weighting — planned."""
+class AsyncFLConfig(_Section):
+    """Asynchronous FL on a virtual clock (FedAsync / FedBuff) with staleness-aware weights.
 
-    _section = "async_fl"
+    ``concurrency`` clients train at once (default: ``training``'s clients per round); every
+    ``buffer_size`` arrivals (default: half the clients in flight) the server aggregates one
+    version, each update weighted by ``mixing · s(τ)`` where ``τ`` is its staleness in
+    versions; updates more than ``staleness_threshold`` versions old are discarded.
+    ``buffer_size: 1`` is FedAsync, ``> 1`` FedBuff. Client delays (virtual seconds) are
+    uniform on ``[delay_min, delay_max]`` or, with ``delay_distribution: pareto``,
+    heavy-tailed per client (:class:`velocity.sim.sampling.ClientSpeeds`: mean
+    ``delay_mean``, tail index ``delay_shape``, per-task jitter ``delay_jitter``, plus
+    ``delay_min``). ``training.num_rounds`` counts server versions.
+    """
 
+    enabled: bool = False
     delay_min: float = Field(default=0.0, ge=0)
     delay_max: float = Field(default=3.0, ge=0)
-    staleness_threshold: int = Field(default=3, ge=0)
-    staleness_strategy: Literal["uniform", "inverse_staleness", "exponential_decay"] = "uniform"
+    delay_distribution: Literal["uniform", "pareto"] = "uniform"
+    delay_mean: float = Field(default=1.0, gt=0)
+    delay_shape: float = Field(default=1.5, gt=1)
+    delay_jitter: float = Field(default=0.25, ge=0)
+    concurrency: int | None = Field(default=None, ge=1)
+    buffer_size: int | None = Field(default=None, ge=1)
+    staleness_threshold: int | None = Field(default=3, ge=0)
+    staleness_strategy: Literal[
+        "uniform", "inverse_staleness", "exponential_decay", "polynomial", "hinge"
+    ] = "uniform"
     staleness_decay_factor: float = Field(default=0.9, gt=0, le=1)
+    staleness_exponent: float = Field(default=0.5, ge=0)
+    hinge_a: float = Field(default=10.0, ge=0)
+    hinge_b: int = Field(default=4, ge=0)
+    mixing: float = Field(default=1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> AsyncFLConfig:
@@ -355,6 +385,38 @@ class AsyncFLConfig(_PlannedSection):
                 f"delay_max={self.delay_max}"
             )
         return self
+
+    def settings(self, clients_per_round: int) -> AsyncSettings:
+        """The engine's :class:`velocity.server.asynchronous.AsyncSettings`."""
+        from velocity.server.asynchronous import AsyncSettings, Staleness
+
+        concurrency = self.concurrency or clients_per_round
+        buffer = self.buffer_size or max(1, concurrency // 2)
+        return AsyncSettings(
+            concurrency=concurrency,
+            buffer_size=buffer,
+            staleness_threshold=self.staleness_threshold,
+            staleness=Staleness(
+                self.staleness_strategy,
+                decay=self.staleness_decay_factor,
+                a=self.hinge_a if self.staleness_strategy == "hinge" else self.staleness_exponent,
+                b=self.hinge_b,
+            ),
+            mixing=self.mixing,
+        )
+
+    def delay_model(self) -> DelayModel:
+        """The clients' delays."""
+        from velocity.sim.sampling import ClientSpeeds, UniformDelay
+
+        if self.delay_distribution == "pareto":
+            return ClientSpeeds(
+                mean_s=self.delay_mean,
+                shape=self.delay_shape,
+                jitter=self.delay_jitter,
+                min_s=self.delay_min,
+            )
+        return UniformDelay(self.delay_min, self.delay_max)
 
 
 class CompressionConfig(_Section):
@@ -585,6 +647,50 @@ class ExperimentConfig(_Section):
                 )
         return problems
 
+    def _check_async(self) -> list[str]:
+        """Asynchronous FL against the population and what it does not combine with."""
+        a = self.async_fl
+        if not a.enabled:
+            return []
+        problems: list[str] = []
+        n = self.training.num_clients
+        concurrency = a.concurrency or self.training.clients_per_round
+        if concurrency > n:
+            problems.append(
+                f"async_fl.concurrency: must be <= training.num_clients ({n}); got {concurrency}"
+            )
+        if a.buffer_size is not None and a.buffer_size > n:
+            problems.append(
+                f"async_fl.buffer_size: must be <= training.num_clients ({n}), one update per "
+                f"client per version; got {a.buffer_size}"
+            )
+        if self.simulation.straggler.enabled:
+            problems.append(
+                "async_fl: simulation.straggler sets a synchronous round deadline; disable it "
+                "and give the client delays in async_fl (delay_distribution, delay_*)"
+            )
+        if self.attacks:
+            problems.append(
+                "async_fl: simulated attacks are resolved per synchronous round and are not "
+                "supported with asynchronous FL yet; remove attacks or disable async_fl"
+            )
+        if self.secure_aggregation.enabled:
+            problems.append(
+                "async_fl: secure aggregation needs a synchronous cohort; disable "
+                "secure_aggregation or async_fl"
+            )
+        if self.privacy.enabled and self.privacy.mode == "central":
+            problems.append(
+                "async_fl: central DP's accounting assumes Poisson or fixed-size client "
+                "sampling per round, which asynchronous dispatch is not; use privacy.mode: "
+                "local or dp_sgd"
+            )
+        if self.backend.type != "sequential":
+            problems.append(
+                f"async_fl: runs on the sequential backend; got backend.type: {self.backend.type}"
+            )
+        return problems
+
     @model_validator(mode="after")
     def _check_across_fields(self) -> ExperimentConfig:
         problems: list[str] = []
@@ -637,6 +743,7 @@ class ExperimentConfig(_Section):
             if not problems:
                 problems.extend(self._dry_run(plan))
         problems.extend(self._check_privacy())
+        problems.extend(self._check_async())
         governance = self.governance
         if governance.sign and governance.signing_key is None:
             problems.append(

@@ -72,13 +72,27 @@ def fedavgm(
     *,
     lr: float = 1.0,
     momentum: float = 0.9,
+    nesterov: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    r"""FedAvgM: :math:`m \leftarrow \beta m + \Delta;\ x \leftarrow x + \eta m`."""
+    r"""FedAvgM: :math:`m \leftarrow \beta m + \Delta;\ x \leftarrow x + \eta m`.
+
+    With ``nesterov=True`` the step looks ahead along the new momentum,
+    :math:`x \leftarrow x + \eta(\Delta + \beta m)`: :class:`torch.optim.SGD` with
+    ``nesterov=True`` (and ``dampening=0``) on the pseudo-gradient :math:`-\Delta`, whose
+    buffer is :math:`-m` (DiLoCo's outer step, Douillard et al. 2023).
+
+    >>> import torch
+    >>> fedavgm(torch.zeros(1), torch.ones(1), momentum=0.5, nesterov=True)[0].tolist()
+    [1.5]
+    """
     _check(params, delta, "fedavgm")
     lr = check_nonneg_float(lr, "lr", "fedavgm")
     beta = _beta(momentum, "momentum", "fedavgm")
+    if not isinstance(nesterov, bool):
+        raise ValidationError(f"fedavgm: nesterov must be True or False; got {nesterov!r}")
     m = beta * _slot(state, "m", delta, 0.0, "fedavgm") + delta
-    return params + lr * m, {"m": m}
+    step = delta + beta * m if nesterov else m
+    return params + lr * step, {"m": m}
 
 
 def fedadagrad(

@@ -14,6 +14,7 @@ from torch import nn
 from velocity.errors import ConfigurationError
 from velocity.models._zoo import (
     CharLSTM,
+    CharTransformer,
     CifarCNN,
     LogisticRegression,
     Mnist2NN,
@@ -42,7 +43,7 @@ class ModelInfo:
     input_dtype : torch.dtype
         ``torch.float32`` for images and features, ``torch.int64`` for character ids.
     num_classes : int
-        Number of output logits (the vocabulary size for ``char-lstm``).
+        Number of output logits (the vocabulary size for the character models).
     num_params : int
         Number of scalar parameters.
     paper : str
@@ -102,6 +103,15 @@ _REGISTRY: Final = MappingProxyType(
             80,
             "Caldas et al. 2018, LEAF: A Benchmark for Federated Settings (Shakespeare)",
         ),
+        "char-transformer": _Entry(
+            lambda c, _: CharTransformer(vocab_size=c),
+            lambda _: (80,),
+            torch.int64,
+            80,
+            "GPT-2's pre-LN causal transformer (Radford et al. 2019, Language Models are "
+            "Unsupervised Multitask Learners) at toy scale, the model family DiLoCo trains "
+            "(Douillard et al. 2023)",
+        ),
     }
 )
 
@@ -115,6 +125,7 @@ MODEL_DATASETS: Final = MappingProxyType(
         "logreg": ("mnist", "fashion_mnist", "cifar10", "synthetic"),
         "cifar-cnn": ("cifar10",),
         "char-lstm": ("shakespeare",),
+        "char-transformer": ("shakespeare",),
     }
 )
 """Datasets each model can be trained on (its input shape): one table for every entry point
@@ -174,10 +185,11 @@ def build_model(
     ----------
     model_id : str
         One of :data:`MODELS`: ``"mnist-cnn"``, ``"mnist-2nn"``, ``"logreg"``,
-        ``"cifar-cnn"``, ``"char-lstm"``.
+        ``"cifar-cnn"``, ``"char-lstm"``, ``"char-transformer"``.
     num_classes : int, optional
-        Number of output logits (>= 2); the vocabulary size for ``"char-lstm"``. Defaults to
-        the model's benchmark value (10, or 80 characters).
+        Number of output logits (>= 2); the vocabulary size for ``"char-lstm"`` and
+        ``"char-transformer"``. Defaults to the model's benchmark value (10, or 80
+        characters).
     seed : int, optional
         Seed (>= 0) of the initialisation. The same seed gives bit-identical parameters. The
         draws come from a forked CPU generator, so the global random state is left exactly

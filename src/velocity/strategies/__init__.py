@@ -47,7 +47,14 @@ from velocity.strategies._registry import (
     describe_strategies,
 )
 from velocity.strategies._selection import CGE, MDA, SMEA, MoNNA
-from velocity.strategies._server import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerSGD
+from velocity.strategies._server import (
+    DiLoCo,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedYogi,
+    ServerSGD,
+)
 from velocity.strategies._stages import (
     AggregateStage,
     RoundBatch,
@@ -74,6 +81,7 @@ __all__ = [
     "Bulyan",
     "CenteredClipping",
     "Clip",
+    "DiLoCo",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

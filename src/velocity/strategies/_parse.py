@@ -175,10 +175,12 @@ def parse_strategy(spec: Spec) -> Strategy:
         return _pipeline(spec, spec)
     stage = _parse_stage(spec)
     if not isinstance(stage, Aggregator):
+        # A server optimizer goes after the aggregator, a pre-aggregator before it.
+        shown = to_dict(stage)
+        stages = ["FedAvg", shown] if stage.kind == "server-optimizer" else [shown, "FedAvg"]
         raise ConfigurationError(
             f"{type(stage).__name__} is a {stage.kind}, not an aggregator; use it inside a "
-            "Pipeline with an aggregator, e.g. "
-            f"{{'type': 'Pipeline', 'stages': [{to_dict(stage)!r}, 'FedAvg']}}"
+            f"Pipeline with an aggregator, e.g. {{'type': 'Pipeline', 'stages': {stages!r}}}"
         )
     return cast("Strategy", stage)
 

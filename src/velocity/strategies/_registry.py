@@ -15,7 +15,14 @@ from velocity.strategies._krum import Bulyan, Krum, MultiKrum
 from velocity.strategies._pipeline import Pipeline
 from velocity.strategies._preaggregators import ARC, NNM, Bucketing, Clip
 from velocity.strategies._selection import CGE, MDA, SMEA, MoNNA
-from velocity.strategies._server import FedAdagrad, FedAdam, FedAvgM, FedYogi, ServerSGD
+from velocity.strategies._server import (
+    DiLoCo,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedYogi,
+    ServerSGD,
+)
 
 __all__ = [
     "ALL_STRATEGIES",
@@ -55,6 +62,7 @@ SERVER_OPTIMIZERS: Final[tuple[type[ServerOptimizer], ...]] = (
     FedAdagrad,
     FedAdam,
     FedYogi,
+    DiLoCo,
 )
 """Every server optimizer class."""
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 
 from velocity import kernels
 from velocity.strategies._base import ServerOptimizer
-from velocity.strategies._constraints import Real
+from velocity.strategies._constraints import Boolean, Real
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from velocity.strategies._constraints import Constraint
 
-__all__ = ["FedAdagrad", "FedAdam", "FedAvgM", "FedYogi", "ServerSGD"]
+__all__ = ["DiLoCo", "FedAdagrad", "FedAdam", "FedAvgM", "FedYogi", "ServerSGD"]
 
 _LR: Final = Real(low=0, low_open=True)
 _DECAY: Final = Real(low=0, high=1, high_open=True)
@@ -73,6 +73,58 @@ class FedAvgM(ServerOptimizer):
 
     def step(self, params: Tensor, delta: Tensor, state: _StateIn) -> tuple[Tensor, _State]:
         return kernels.fedavgm(params, delta, state, lr=self.lr, momentum=self.momentum)
+
+
+@dataclass(frozen=True)
+class DiLoCo(ServerOptimizer):
+    """DiLoCo's outer step: SGD with Nesterov momentum on the pseudo-gradient ``−Δ``.
+
+    Douillard et al. 2023, "DiLoCo: Distributed Low-Communication Training of Language
+    Models" (Algorithm 1): every round each worker takes ``H`` inner steps (AdamW, see
+    ``TrainConfig(optimizer="adamw")``) from the global model, the server averages their
+    deltas and treats the negated mean as a gradient for an outer Nesterov step. With the
+    mean delta ``Δ`` (new − old) and ``m`` the negated SGD buffer::
+
+        m ← β m + Δ
+        x ← x + lr · (Δ + β m)      (nesterov=True; the paper's outer optimizer)
+        x ← x + lr · m              (nesterov=False: heavy ball, exactly FedAvgM)
+
+    which is :class:`torch.optim.SGD` ``(lr, momentum=β, nesterov=...)`` applied with
+    ``grad = −Δ``. The state is ``{"m": m}``, checkpointed with the engine like FedAvgM's.
+    Calls :func:`velocity.kernels.fedavgm` (``nesterov=`` keyword). Use it after a mean:
+    ``Pipeline(FedAvg(), DiLoCo())``, YAML ``strategy: [FedAvg, DiLoCo]``.
+
+    Parameters
+    ----------
+    lr : float
+        Outer learning rate, ``> 0`` (the paper's 0.7).
+    momentum : float
+        β, in ``[0, 1)`` (the paper's 0.9).
+    nesterov : bool
+        Nesterov momentum (the paper's choice); ``False`` gives heavy-ball momentum.
+
+    Examples
+    --------
+    >>> import torch
+    >>> params, state = DiLoCo(lr=0.5, momentum=0.5).step(torch.zeros(2), torch.ones(2), None)
+    >>> params.tolist(), state["m"].tolist()  # 0.5 · (1 + 0.5 · 1)
+    ([0.75, 0.75], [1.0, 1.0])
+    """
+
+    lr: float = 0.7
+    momentum: float = 0.9
+    nesterov: bool = True
+
+    _constraints: ClassVar[Mapping[str, Constraint]] = {
+        "lr": _LR,
+        "momentum": _DECAY,
+        "nesterov": Boolean(),
+    }
+
+    def step(self, params: Tensor, delta: Tensor, state: _StateIn) -> tuple[Tensor, _State]:
+        return kernels.fedavgm(
+            params, delta, state, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov
+        )
 
 
 @dataclass(frozen=True)
