@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -300,3 +301,24 @@ def test_client_speeds_are_persistent_and_heavy_tailed() -> None:
     d = [jittered.delay(4, seed=0, round_=r) for r in range(1, 2001)]
     base = jittered.client_mean(4, seed=0)
     assert sum(d) / len(d) == pytest.approx(0.1 + base, rel=0.05)  # jitter has mean 1
+
+
+def test_the_async_benchmark_quick_mode_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "async_fl.py"
+    spec = importlib.util.spec_from_file_location("async_fl_bench", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "rows.json"
+    assert module.main(["--quick", "--plot", str(tmp_path / "p.png"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["run"] for r in rows] == ["sync", "fedbuff"]
+    assert rows[0]["time_to_target"] is not None
+    assert (tmp_path / "p.png").exists()
+    assert "speedup_sync_over_fedbuff" in capsys.readouterr().out
