@@ -22,7 +22,7 @@ loss against training windows seen and against communication rounds, the final r
 DiLoCo / sync (target: <= 1.05 while communicating ``H`` times less often) and the wall
 time of each arm; ``--plot`` draws both curves, ``--json`` writes every number.
 
-    python benchmarks/diloco.py                        # H=50, 40 rounds: ~8 min on one core
+    python benchmarks/diloco.py                        # H=50, 40 rounds: ~9 min on one core
     python benchmarks/diloco.py --plot docs/img/diloco_shakespeare.png --json diloco.json
     python benchmarks/diloco.py --also-reset           # + DiLoCo with a fresh AdamW per round
     python benchmarks/diloco.py --quick                # seconds: a smoke test
