@@ -166,45 +166,45 @@ def _epsilons(result: RunResult) -> list[float | None]:
     return out
 
 
-def plot_privacy_utility(result: RunResult) -> bytes:
-    """Test accuracy (%) against the privacy spent (epsilon) after each evaluated round."""
+def _accuracy_against(
+    result: RunResult, pairs: list[tuple[float, float]], xlabel: str, what: str, empty: str
+) -> bytes:
+    """Test accuracy (%) against ``x`` for each ``(x, accuracy)`` pair, one line."""
     figure = _figure()
     ax = figure.subplots()
-    epsilons = _epsilons(result)
-    pairs = [
-        (eps, 100.0 * record.global_accuracy)
-        for eps, record in zip(epsilons, result.rounds, strict=True)
-        if eps is not None and record.global_accuracy is not None and math.isfinite(eps)
-    ]
     if not pairs:
-        _empty(ax, "no evaluated private rounds")
+        _empty(ax, empty)
     else:
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "o-", markersize=3)
-        ax.set_xlabel("epsilon spent (delta fixed)")
+        ax.plot([p[0] for p in pairs], [100.0 * p[1] for p in pairs], "o-", markersize=3)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    ax.set_title(f"{result.name}: accuracy against privacy spent")
+    ax.set_title(f"{result.name}: accuracy against {what}")
     return _png(figure)
+
+
+def plot_privacy_utility(result: RunResult) -> bytes:
+    """Test accuracy (%) against the privacy spent (epsilon) after each evaluated round."""
+    pairs = [
+        (eps, record.global_accuracy)
+        for eps, record in zip(_epsilons(result), result.rounds, strict=True)
+        if eps is not None and record.global_accuracy is not None and math.isfinite(eps)
+    ]
+    return _accuracy_against(
+        result, pairs, "epsilon spent (delta fixed)", "privacy spent", "no evaluated private rounds"
+    )
 
 
 def plot_accuracy_vs_time(result: RunResult) -> bytes:
     """Test accuracy (%) against virtual time (asynchronous runs: one point per version)."""
-    figure = _figure()
-    ax = figure.subplots()
     pairs = [
-        (record.clock_s, 100.0 * record.global_accuracy)
+        (record.clock_s, record.global_accuracy)
         for record in result.rounds
         if record.global_accuracy is not None and math.isfinite(record.global_accuracy)
     ]
-    if not pairs:
-        _empty(ax, "no evaluated versions")
-    else:
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], "o-", markersize=3)
-        ax.set_xlabel("virtual time (s)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    ax.set_title(f"{result.name}: accuracy against virtual time")
-    return _png(figure)
+    return _accuracy_against(
+        result, pairs, "virtual time (s)", "virtual time", "no evaluated versions"
+    )
 
 
 def _client_heatmap(

@@ -269,6 +269,7 @@ def _dp_sgd_epsilon(
     )
 
 
+@quiet_accounting()
 def plan_privacy(
     settings: PrivacySettings,
     *,
@@ -295,35 +296,6 @@ def plan_privacy(
         If the planned rounds would exceed the budget with the given noise multiplier (the
         message names the epsilon they reach), or the budget cannot be met.
     """
-    with quiet_accounting():
-        return _plan(
-            settings,
-            num_rounds=num_rounds,
-            num_clients=num_clients,
-            clients_per_round=clients_per_round,
-            client_fraction=client_fraction,
-            client_sizes=client_sizes,
-            batch_size=batch_size,
-            local_steps=local_steps,
-            local_epochs=local_epochs,
-            secure=secure,
-        )
-
-
-def _plan(
-    settings: PrivacySettings,
-    *,
-    num_rounds: int,
-    num_clients: int,
-    clients_per_round: int,
-    client_fraction: float,
-    client_sizes: Sequence[int] = (),
-    batch_size: int = 32,
-    local_steps: int | None = None,
-    local_epochs: int = 1,
-    secure: bool = False,
-) -> PrivacyPlan:
-    """The body of :func:`plan_privacy`."""
     s = settings
     if s.mode == "central":
         if s.client_sampling == "poisson":
