@@ -481,6 +481,35 @@ class TrackingConfig(_Section):
     dir: str | None = Field(default=None, min_length=1)
 
 
+class P2PConfig(_Section):
+    """Decentralized (peer-to-peer) training instead of a server (``docs/p2p.md``).
+
+    With ``enabled: true`` the ``training.num_clients`` clients are the nodes of
+    ``topology`` (``ring`` | ``complete`` | ``random_regular`` | ``erdos_renyi`` | ``edges``,
+    its settings in ``topology_params``: ``k``, ``p``, ``seed``, ``edges``...); every round
+    each node takes ``client.lr`` SGD steps on ``client.batch_size`` of its own examples
+    (``simulation.partitioning``) and mixes what its in-neighbours send with ``mixing``
+    (``gossip`` | ``clipped_gossip`` | ``nna`` | a kernel aggregator name, settings in
+    ``mixing_params``). ``byzantine`` nodes (a count drawn from the seed, or their ids) send
+    what ``attack`` crafts (an update attack, as in ``attacks:``) from the honest half-steps
+    (``attack_space: model``) or updates (``update``), seeing every honest vector
+    (``attack_knowledge: omniscient``) or their in-neighbours' (``neighbours``).
+    ``train_samples``/``test_samples`` keep a seeded subset of each split.
+    """
+
+    enabled: bool = False
+    topology: Literal["ring", "complete", "random_regular", "erdos_renyi", "edges"] = "ring"
+    topology_params: dict[str, Any] = Field(default_factory=dict)
+    byzantine: int | list[int] = 0
+    attack: str | dict[str, Any] | None = None
+    attack_space: Literal["model", "update"] = "model"
+    attack_knowledge: Literal["omniscient", "neighbours"] = "omniscient"
+    mixing: str = "gossip"
+    mixing_params: dict[str, Any] = Field(default_factory=dict)
+    train_samples: int | None = Field(default=None, ge=1)
+    test_samples: int | None = Field(default=None, ge=1)
+
+
 # ---------------------------------------------------------------------- the experiment
 
 StrategySpec = str | dict[str, Any] | list[Any]
@@ -513,6 +542,7 @@ class ExperimentConfig(_Section):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    p2p: P2PConfig = Field(default_factory=P2PConfig)
 
     @field_validator("name")
     @classmethod
@@ -691,6 +721,97 @@ class ExperimentConfig(_Section):
             )
         return problems
 
+    def _check_p2p(self) -> list[str]:
+        """The ``p2p`` section: its topology, attack and mixing rule, and the sections that
+        belong to server-based runs (refused, not ignored)."""
+        p2p = self.p2p
+        if not p2p.enabled:
+            return []
+        from velocity.errors import ConfigurationError as _Refused
+        from velocity.p2p import check_attack, check_mixing, topology_from_config
+
+        problems: list[str] = []
+        n = self.training.num_clients
+        try:
+            topology_from_config(p2p.topology, n, **p2p.topology_params)
+        except (_Refused, TypeError, ValueError) as error:
+            problems.append(f"p2p.topology: {error}")
+        if isinstance(p2p.byzantine, int):
+            count = p2p.byzantine
+            if not 0 <= count < n:
+                problems.append(
+                    f"p2p.byzantine: must be >= 0 and < training.num_clients ({n}); got {count}"
+                )
+        else:
+            bad = [b for b in p2p.byzantine if not 0 <= b < n]
+            count = len(set(p2p.byzantine))
+            if bad or count >= n:
+                problems.append(
+                    f"p2p.byzantine: node ids must be in 0..{n - 1} and leave an honest node; "
+                    f"got {p2p.byzantine}"
+                )
+        if count and p2p.attack is None:
+            problems.append("p2p.attack: Byzantine nodes need an attack (e.g. {type: little})")
+        if not count and p2p.attack is not None:
+            problems.append("p2p.attack: an attack needs p2p.byzantine > 0")
+        if p2p.attack is not None:
+            try:
+                check_attack(p2p.attack)
+            except (_Refused, TypeError, ValueError) as error:
+                problems.append(f"p2p.attack: {error}")
+        try:
+            check_mixing(p2p.mixing, p2p.mixing_params)
+        except (_Refused, TypeError, ValueError) as error:
+            problems.append(f"p2p.mixing: {error}")
+        if self.simulation.partitioning == "natural":
+            problems.append("p2p: simulation.partitioning must be iid, dirichlet or shard")
+        off = {
+            "privacy": self.privacy.enabled,
+            "secure_aggregation": self.secure_aggregation.enabled,
+            "compression": self.compression.enabled,
+            "async_fl": self.async_fl.enabled,
+            "governance": self.governance.enabled,
+            "tracking": self.tracking.tensorboard or self.tracking.mlflow,
+            "simulation.straggler": self.simulation.straggler.enabled,
+            "metrics": any(
+                (self.metrics.weight_divergence, self.metrics.cosine_similarity,
+                 self.metrics.client_eval)
+            ),
+        }  # fmt: skip
+        for section, on in off.items():
+            if on:
+                problems.append(
+                    f"p2p: {section} applies to server-based runs; disable it for a "
+                    "peer-to-peer run"
+                )
+        if self.attacks:
+            problems.append("p2p: use p2p.byzantine and p2p.attack instead of the attacks list")
+        # Compared with the defaults (not with model_fields_set: a resolved config, as
+        # with_updates rebuilds it, sets every field).
+        from velocity.strategies import parse_strategy
+
+        training_default, client_default = TrainingConfig(), ClientConfig()
+        explicit = {
+            "strategy": self.strategy_obj() != parse_strategy("FedAvg"),
+            "training.client_fraction": self.training.client_fraction
+            != training_default.client_fraction,
+            "training.min_clients": self.training.min_clients != training_default.min_clients,
+            "simulation.dropout_rate": self.simulation.dropout_rate > 0,
+            "backend": self.backend.type != "sequential",
+            "output.checkpoint_every": self.output.checkpoint_every is not None,
+        }
+        for name in ("local_epochs", "local_steps", "momentum", "weight_decay", "prox_mu",
+                     "optimizer", "keep_optimizer_state"):  # fmt: skip
+            explicit[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
+        for name, set_ in explicit.items():
+            if set_:
+                problems.append(
+                    f"p2p: {name} does not apply to peer-to-peer runs (every node takes one "
+                    "SGD step with client.lr and client.batch_size per round, then mixes); "
+                    "remove it"
+                )
+        return problems
+
     @model_validator(mode="after")
     def _check_across_fields(self) -> ExperimentConfig:
         problems: list[str] = []
@@ -744,6 +865,7 @@ class ExperimentConfig(_Section):
                 problems.extend(self._dry_run(plan))
         problems.extend(self._check_privacy())
         problems.extend(self._check_async())
+        problems.extend(self._check_p2p())
         governance = self.governance
         if governance.sign and governance.signing_key is None:
             problems.append(
@@ -861,7 +983,10 @@ class ExperimentConfig(_Section):
         data = self.model_dump(mode="json", exclude={"strategy", "attacks"})
         data["strategy"] = _plain(to_dict(self.strategy_obj()))
         data["attacks"] = [_plain(spec.to_dict()) for spec in self.attack_specs()]
-        ordered = {key: data[key] for key in type(self).model_fields}
+        # A server-based run's resolved form (and so its hash) does not change with the
+        # p2p section's arrival: the section is written only when it is on.
+        keys = [k for k in type(self).model_fields if k != "p2p" or self.p2p.enabled]
+        ordered = {key: data[key] for key in keys}
         result: dict[str, Any] = _plain(ordered)
         return result
 

@@ -54,6 +54,15 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
 
     strategy = result.config.get("strategy")
     strategy_name = strategy.get("type") if isinstance(strategy, dict) else strategy
+    p2p_section = result.config.get("p2p")
+    if isinstance(p2p_section, dict) and p2p_section.get("enabled"):
+        # no server strategy: the nodes' mixing rule is the run's aggregation
+        strategy = {
+            "type": "p2p",
+            "mixing": p2p_section.get("mixing"),
+            "mixing_params": p2p_section.get("mixing_params"),
+        }
+        strategy_name = f"p2p {p2p_section.get('mixing')}"
     training = result.config.get("training")
     planned = training.get("num_rounds") if isinstance(training, dict) else None
     bytes_up = sum(record.bytes_up for record in result.rounds)
@@ -98,6 +107,9 @@ def build_summary(result: RunResult, *, written_at: str | None = None) -> dict[s
     asynchronous = async_summary(result.rounds)
     if asynchronous:
         summary["async"] = asynchronous
+    p2p = p2p_summary(result.rounds)
+    if p2p:
+        summary["p2p"] = p2p
     governance = result.config.get("governance")
     if isinstance(governance, dict) and governance.get("enabled"):
         summary["governance"] = {
@@ -148,6 +160,33 @@ def async_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
         "mean_staleness": weighted / updates if updates else 0.0,
         "max_staleness": max(int(r.stages["staleness"].get("max", 0)) for r in versions),
     }
+
+
+def p2p_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:
+    """The ``p2p`` object of a peer-to-peer run (``{}`` otherwise): the mixing rule, the
+    Byzantine nodes, the consensus distance among the honest nodes after the first and the
+    last round, and the last evaluated per-node accuracies (each honest node's, min, max)."""
+    records = [r for r in rounds if "p2p" in r.stages]
+    if not records:
+        return {}
+    first, last = records[0].stages["p2p"], records[-1].stages["p2p"]
+    out: dict[str, Any] = {
+        "mixing": last.get("mixing"),
+        "topology": last.get("topology"),
+        "byzantine_nodes": list(last.get("byzantine_nodes", [])),
+        "consensus_distance_first": first.get("consensus_distance"),
+        "consensus_distance": last.get("consensus_distance"),
+    }
+    for record in reversed(records):
+        stage = record.stages["p2p"]
+        if stage.get("node_accuracy"):
+            out["accuracy_round"] = record.round
+            out["node_accuracy"] = dict(stage["node_accuracy"])
+            out["min_node_accuracy"] = stage.get("min_node_accuracy")
+            out["max_node_accuracy"] = stage.get("max_node_accuracy")
+            out["honest_mean_accuracy"] = record.global_accuracy
+            break
+    return out
 
 
 def research_summary(rounds: Sequence[RoundResult]) -> dict[str, Any]:

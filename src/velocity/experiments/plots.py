@@ -335,11 +335,54 @@ PLOT_FILES: Final[dict[str, Callable[[RunResult], bytes]]] = {
 """File name -> renderer, in the order the report shows them."""
 
 
+def _p2p(result: RunResult, key: str) -> list[float | None]:
+    values: list[float | None] = []
+    for record in result.rounds:
+        value = record.stages.get("p2p", {}).get(key)
+        values.append(float(value) if isinstance(value, int | float) else None)
+    return values
+
+
+def plot_consensus_distance(result: RunResult) -> bytes:
+    """A peer-to-peer run's consensus distance among the honest nodes per round (log scale),
+    and the spread of the honest nodes' test accuracy (min, mean, max) when evaluated."""
+    figure = _figure(7.0, 6.0)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    xs, ys = _series(result, _p2p(result, "consensus_distance"))
+    positive = [(x, y) for x, y in zip(xs, ys, strict=True) if y > 0]
+    if positive:
+        _line(top, [x for x, _ in positive], [y for _, y in positive], "honest nodes")
+        top.set_yscale("log")
+        top.set_ylabel("consensus distance")
+        top.grid(alpha=0.3)
+    else:
+        _empty(top, "consensus reached (distance 0)" if xs else "no rounds")
+    top.set_title(f"{result.name}: consensus distance and per-node accuracy")
+    low_x, low = _series(result, _p2p(result, "min_node_accuracy"))
+    high_x, high = _series(result, _p2p(result, "max_node_accuracy"))
+    mean_x, mean = _series(result, [r.global_accuracy for r in result.rounds])
+    if mean_x:
+        _line(bottom, mean_x, [100 * v for v in mean], "honest mean")
+        if low_x and len(low_x) == len(high_x):
+            bottom.fill_between(
+                low_x, [100 * v for v in low], [100 * v for v in high], alpha=0.2,
+                label="honest min–max",
+            )  # fmt: skip
+        bottom.set_ylabel("test accuracy (%)")
+        bottom.legend(fontsize=8)
+        bottom.grid(alpha=0.3)
+    else:
+        _empty(bottom, "no evaluated rounds")
+    bottom.set_xlabel("round")
+    return _png(figure)
+
+
 def render_plots(result: RunResult) -> dict[str, bytes]:
     """Every figure of :data:`PLOT_FILES` as PNG bytes, keyed by file name, and
     ``client_eval_accuracy.png`` when the run measured ``metrics.client_eval``, and
     ``privacy_utility.png`` (accuracy against epsilon) for a private run, and
-    ``accuracy_vs_time.png`` (accuracy against virtual time) for an asynchronous one.
+    ``accuracy_vs_time.png`` (accuracy against virtual time) for an asynchronous one, and
+    ``consensus_distance.png`` for a peer-to-peer one.
 
     Raises
     ------
@@ -353,4 +396,6 @@ def render_plots(result: RunResult) -> dict[str, bytes]:
         plots["privacy_utility.png"] = plot_privacy_utility(result)
     if any("staleness" in record.stages for record in result.rounds):
         plots["accuracy_vs_time.png"] = plot_accuracy_vs_time(result)
+    if any("p2p" in record.stages for record in result.rounds):
+        plots["consensus_distance.png"] = plot_consensus_distance(result)
     return plots

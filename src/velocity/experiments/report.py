@@ -44,6 +44,7 @@ _CAPTIONS: Final = {
     "global_accuracy.png": "Global test accuracy per round",
     "global_loss.png": "Global test loss and mean client training loss",
     "per_client_accuracy.png": "Local training accuracy per client and round (blank: absent)",
+    "consensus_distance.png": "Consensus distance among honest nodes, per-node accuracy",
     "client_participation.png": "Participated, straggling and dropped clients per round",
     "label_histogram.png": "Training labels per client (the partition)",
 }
@@ -204,6 +205,38 @@ def _research(summary: Mapping[str, Any]) -> str:
     return f"<h2>Research metrics</h2><table>{body}</table>"
 
 
+def _p2p(summary: Mapping[str, Any], limit: int = 100) -> str:
+    p2p = dict(summary.get("p2p") or {})
+    if not p2p:
+        return ""
+    rows: list[tuple[str, object]] = [
+        ("mixing rule", p2p.get("mixing")),
+        ("topology", p2p.get("topology")),
+        ("Byzantine nodes", ", ".join(map(str, p2p.get("byzantine_nodes") or [])) or "none"),
+        ("consensus distance after round 1", _number(p2p.get("consensus_distance_first"))),
+        ("consensus distance after the last round", _number(p2p.get("consensus_distance"))),
+        ("honest mean accuracy", _percent(p2p.get("honest_mean_accuracy"))),
+        ("worst honest node accuracy", _percent(p2p.get("min_node_accuracy"))),
+        ("best honest node accuracy", _percent(p2p.get("max_node_accuracy"))),
+    ]
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    nodes = dict(p2p.get("node_accuracy") or {})
+    shown = list(nodes.items())[:limit]
+    per_node = "".join(
+        f"<tr><td>{_e(node)}</td><td>{_e(_percent(acc))}</td></tr>" for node, acc in shown
+    )
+    note = f"<p>first {limit} of {len(nodes)} nodes</p>" if len(nodes) > limit else ""
+    round_ = p2p.get("accuracy_round")
+    caption = f"Per-node test accuracy (round {round_})" if round_ is not None else ""
+    table = (
+        f"<h3>{_e(caption)}</h3><table><thead><tr><th>node</th><th>accuracy</th></tr></thead>"
+        f"<tbody>{per_node}</tbody></table>{note}"
+        if nodes
+        else ""
+    )
+    return f"<h2>Peer-to-peer</h2><table>{body}</table>{table}"
+
+
 def _privacy(summary: Mapping[str, Any]) -> str:
     privacy = dict(summary.get("privacy") or {})
     if not privacy:
@@ -284,6 +317,7 @@ def render_report(
             "<h2>Rounds</h2>",
             _table(result),
             _privacy(summary),
+            _p2p(summary),
             _research(summary),
             "<h2>Client credits</h2>",
             _credits(summary),

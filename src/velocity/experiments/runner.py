@@ -56,6 +56,11 @@ def build_simulation(
     from velocity.sim.settings import SimulationSettings
     from velocity.strategies import FedProx
 
+    if config.p2p.enabled:
+        raise ConfigurationError(
+            "build_simulation wires a server-based federation; a config with p2p.enabled is "
+            "built by velocity.experiments.p2p.build_p2p"
+        )
     guard = protections(config, seed=seed)
     strategy = config.strategy_obj()
     aggregator = strategy.aggregator
@@ -248,6 +253,23 @@ def run_experiment(
     ckpt_dir = out / "checkpoints"
     store = CheckpointStore(f"local://{ckpt_dir}")
     existing = store.latest() is not None
+    if config.p2p.enabled:
+        if resume:
+            raise ConfigurationError(
+                "resume: a peer-to-peer run keeps no checkpoints; run it again from the start"
+            )
+        from velocity.experiments.p2p import run_p2p
+
+        result = run_p2p(
+            config,
+            out,
+            total=total,
+            started=start,
+            on_round=on_round,
+            claim=lambda: _claim(out, marker, identity),
+        )
+        marker.unlink(missing_ok=True)
+        return result
     if resume and config.async_fl.enabled:
         raise ConfigurationError(
             "resume: an asynchronous run's in-flight tasks are not part of its checkpoints, so "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,7 @@ def bucketing(
     *,
     bucket_size: int,
     generator: torch.Generator | None = None,
+    perm: Sequence[int] | Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     r"""Bucketing (Karimireddy, He & Jaggi 2022, "Byzantine-Robust Learning on Heterogeneous
     Datasets via Bucketing").
@@ -33,6 +36,8 @@ def bucketing(
     smaller) and return one row per bucket, the bucket's mean: ``⌈n / bucket_size⌉`` rows.
     Output weights are the sums of the input weights of each bucket. Without a generator the
     permutation comes from a fresh, unseeded generator — pass one for reproducible runs.
+    ``perm`` (a permutation of ``range(n)``) gives the order of the rows instead of a draw
+    (``generator`` must then be ``None``); non-finite rows are left out of that order.
     Non-finite rows (any NaN or ±inf entry) are dropped with their weights before the
     shuffle: the output is the bucketing of the n' finite rows, ``⌈n' / bucket_size⌉`` rows;
     all n rows non-finite raises ``ValidationError`` (the policy in ``docs/kernels.md``). The
@@ -56,6 +61,19 @@ def bucketing(
         raise ValidationError(
             f"bucketing: generator must be a torch.Generator or None; got {type(generator)}"
         )
+    order = None if perm is None else _check_perm(perm, n, generator)
+    if order is not None:
+        work = to_work_dtype(x)
+        finite = finite_rows(work)
+        if not bool(finite.all()):
+            kept = drop_nonfinite(work, "bucketing", finite=finite)
+            position = torch.cumsum(finite.long(), dim=0) - 1
+            order = [int(position[i]) for i in order if bool(finite[i])]
+            work, w = kept.x, kept.take(w)
+        out, out_w = _buckets(work, w, size, None, order)
+        if out_w is not None and weights is not None:
+            out_w = out_w.to(weights.dtype if weights.is_floating_point() else torch.float64)
+        return out.to(x.dtype), out_w
     gen = generator
     if gen is None:
         gen = torch.Generator()
@@ -73,12 +91,34 @@ def bucketing(
     return out.to(x.dtype), out_w
 
 
+def _check_perm(
+    perm: Sequence[int] | Tensor, n: int, generator: torch.Generator | None
+) -> list[int]:
+    if generator is not None:
+        raise ValidationError("bucketing: give perm or generator, not both")
+    values = perm.tolist() if isinstance(perm, Tensor) else list(perm)
+    if sorted(int(v) for v in values) != list(range(n)) or len(values) != n:
+        raise ValidationError(
+            f"bucketing: perm must be a permutation of range(n) = range({n}); got {values!r:.80}"
+        )
+    return [int(v) for v in values]
+
+
 def _buckets(
-    work: Tensor, w: Tensor | None, size: int, gen: torch.Generator
+    work: Tensor,
+    w: Tensor | None,
+    size: int,
+    gen: torch.Generator | None,
+    order: Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Shuffle the rows of ``work`` with ``gen`` and average consecutive buckets of ``size``."""
+    """Shuffle the rows of ``work`` with ``gen`` (or take them in ``order``) and average
+    consecutive buckets of ``size``."""
     n = work.shape[0]
-    perm = torch.randperm(n, generator=gen, device=gen.device).cpu()
+    if order is None:
+        assert gen is not None
+        perm = torch.randperm(n, generator=gen, device=gen.device).cpu()
+    else:
+        perm = torch.tensor(list(order), dtype=torch.long)
     buckets = [perm[i : i + size] for i in range(0, n, size)]
     out = torch.empty(len(buckets), work.shape[1], dtype=work.dtype, device=work.device)
     for b, idx in enumerate(buckets):

@@ -48,24 +48,36 @@ def krum_scores(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
     return others.sort(dim=1).values[:, :k].sum(dim=1)
 
 
-def _validate(updates: Tensor, weights: Tensor | None, f: int, neighbors: str, rule: str) -> int:
+def _validate(
+    updates: Tensor, weights: Tensor | None, f: int, neighbors: str, rule: str, strict: bool
+) -> int:
     n = updates.shape[0]
     check_weights(weights, n, rule)
     check_f(f, rule)
     check_choice(neighbors, "neighbors", rule, NEIGHBOR_RULES)
-    require(n > 2 * f + 2, f"{rule} needs n > 2f + 2; got n={n}, f={f}")
+    if strict:
+        require(n > 2 * f + 2, f"{rule} needs n > 2f + 2; got n={n}, f={f}")
+    else:
+        require(n > f + 1, f"{rule} needs n > f + 1 (strict=False); got n={n}, f={f}")
     return n
 
 
 def krum(
-    updates: Tensor, weights: Tensor | None = None, *, f: int, neighbors: Neighbors = "n-f-2"
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    f: int,
+    neighbors: Neighbors = "n-f-2",
+    strict: bool = True,
 ) -> Tensor:
     r"""Krum (Blanchard et al. 2017, "Machine Learning with Adversaries").
 
     Returns the row with the smallest score
     :math:`s(i) = \sum_{j \in N_k(i)} \|x_i - x_j\|^2`, :math:`N_k(i)` the k nearest other
     rows. The paper uses k = n − f − 2 (the default); ByzFL and ByzPy use k = n − f − 1
-    (``neighbors="n-f-1"``). Needs ``n > 2f + 2``. Ties go to the lower row index. ``weights``
+    (``neighbors="n-f-1"``). Needs ``n > 2f + 2`` (Blanchard et al.'s condition);
+    ``strict=False`` needs only ``n > f + 1`` (ByzPy's check: at least one neighbour with
+    ``"n-f-1"``). Ties go to the lower row index. ``weights``
     are validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and
     count against f: the result is Krum of the n − k finite rows with f − k; k > f raises
     ``ValidationError`` (the policy in ``docs/kernels.md``).
@@ -78,7 +90,7 @@ def krum(
     [0.1]
     """
     x = check_updates(updates, "krum")
-    _validate(x, weights, f, neighbors, "krum")
+    _validate(x, weights, f, neighbors, "krum", strict)
     kept = drop_nonfinite(to_work_dtype(x), "krum", f)
     work = kept.x
     assert kept.f is not None
@@ -97,11 +109,13 @@ def multi_krum(
     f: int,
     m: int | None = None,
     neighbors: Neighbors = "n-f-2",
+    strict: bool = True,
 ) -> Tensor:
     r"""Multi-Krum (Blanchard et al. 2017; El Mhamdi et al. 2018).
 
     The mean of the ``m`` rows with the smallest Krum scores (see :func:`krum`); ``m=None``
-    means n − f. ``m=1`` is Krum. Needs ``n > 2f + 2`` and ``1 <= m <= n``. ``weights`` are
+    means n − f. ``m=1`` is Krum. Needs ``n > 2f + 2`` (``n > f + 1`` with ``strict=False``,
+    as for :func:`krum`) and ``1 <= m <= n``. ``weights`` are
     validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and
     count against f: the result is Multi-Krum of the n' = n − k finite rows with f − k (so
     ``m=None`` still averages n − f rows) and m capped at n'; k > f raises
@@ -115,7 +129,7 @@ def multi_krum(
     0.15
     """
     x = check_updates(updates, "multi_krum")
-    n = _validate(x, weights, f, neighbors, "multi_krum")
+    n = _validate(x, weights, f, neighbors, "multi_krum", strict)
     if m is None:
         m = n - f
     m = check_int(m, "m", "multi_krum", minimum=1)

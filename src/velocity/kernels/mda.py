@@ -22,14 +22,20 @@ __all__ = ["mda"]
 
 
 def mda(
-    updates: Tensor, weights: Tensor | None = None, *, f: int, max_subsets: int = 1_000_000
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    f: int,
+    max_subsets: int = 1_000_000,
+    strict: bool = True,
 ) -> Tensor:
     r"""Minimum diameter averaging (El Mhamdi, Guerraoui & Rouault 2018; Rousseeuw 1985).
 
     The mean of the subset :math:`S`, :math:`|S| = n - f`, of smallest diameter
     :math:`\max_{i,j \in S} \|x_i - x_j\|`, found by exact search over all C(n, f) subsets
     (the first minimal one in ``itertools.combinations`` order). Refuses with a clear error
-    when C(n, f) > ``max_subsets`` instead of running for hours. Needs ``n > 2f``.
+    when C(n, f) > ``max_subsets`` instead of running for hours. Needs ``n > 2f``;
+    ``strict=False`` needs only ``n > f`` (ByzPy's check).
     ``weights`` are validated and ignored. The k non-finite rows (any NaN or ±inf entry) are
     dropped and count against f: the result is MDA of the n − k finite rows with f − k (whose
     C(n − k, f − k) subsets are the ones searched); k > f raises ``ValidationError`` (the
@@ -46,7 +52,10 @@ def mda(
     check_weights(weights, n, "mda")
     f = check_f(f, "mda")
     max_subsets = check_int(max_subsets, "max_subsets", "mda", minimum=1)
-    require(n > 2 * f, f"mda needs n > 2f; got n={n}, f={f}")
+    if strict:
+        require(n > 2 * f, f"mda needs n > 2f; got n={n}, f={f}")
+    else:
+        require(n > f, f"mda needs n > f (strict=False); got n={n}, f={f}")
     kept = drop_nonfinite(to_work_dtype(x), "mda", f)
     work = kept.x
     assert kept.f is not None

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from velocity.kernels._checks import check_f, check_updates, check_weights, require, to_work_dtype
+from velocity.kernels._checks import (
+    check_choice,
+    check_f,
+    check_updates,
+    check_weights,
+    require,
+    to_work_dtype,
+)
 from velocity.kernels._coordinate import Reducer, coordinatewise_rule
+from velocity.kernels.median import EVEN_RULES
 
 __all__ = ["meamed"]
 
 _INF = float("inf")
 
 
-def closest_to_median(block: Tensor, drop: int) -> Tensor:
-    """Per row of a sorted ``(c, n)`` block: mean of the n − drop values closest to its median.
+def closest_to_median(block: Tensor, drop: int, *, lower: bool = False) -> Tensor:
+    """Per row of a sorted ``(c, n)`` block: mean of the n − drop values closest to its median
+    (for even n the mean of the two middle values, or the lower one with ``lower``).
 
     The values closest to a point form a contiguous window of the sorted row, so only the
     ``drop + 1`` windows of length ``keep = n − drop`` are compared. A k-nearest set has the
@@ -29,7 +40,11 @@ def closest_to_median(block: Tensor, drop: int) -> Tensor:
     # Costs in float64 (float32 rounding would break near-ties between windows wrongly), on
     # the 2(drop + 1) edge values only.
     mid = n // 2
-    pair = block[:, mid - 1 : mid + 1] if n % 2 == 0 else block[:, mid : mid + 1]
+    if lower:
+        mid = (n - 1) // 2
+        pair = block[:, mid : mid + 1]
+    else:
+        pair = block[:, mid - 1 : mid + 1] if n % 2 == 0 else block[:, mid : mid + 1]
     med = pair.to(torch.float64).mean(dim=1, keepdim=True)
     low = block[:, : drop + 1].to(torch.float64)
     high = block[:, keep - 1 :].to(torch.float64)
@@ -52,12 +67,22 @@ def closest_to_median(block: Tensor, drop: int) -> Tensor:
     return torch.clamp(values.sum(dim=1) / keep, values[:, 0], values[:, -1])
 
 
-def meamed(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
+def meamed(
+    updates: Tensor,
+    weights: Tensor | None = None,
+    *,
+    f: int,
+    even: Literal["mean", "lower"] = "mean",
+    strict: bool = True,
+) -> Tensor:
     r"""Mean around the median, coordinate-wise (Xie et al. 2018, "Generalized Byzantine-
     tolerant SGD").
 
     For every coordinate k, with median :math:`m_k`, average the ``n − f`` values
-    :math:`x_{ik}` with the smallest :math:`|x_{ik} − m_k|`. Needs ``n > 2f``. ``weights`` are
+    :math:`x_{ik}` with the smallest :math:`|x_{ik} − m_k|`. For even n, :math:`m_k` is the
+    mean of the two middle values, or the lower of them with ``even="lower"`` (ByzPy's
+    ``MeanOfMedians``). Needs ``n > 2f``; ``strict=False`` needs only ``n > f`` (what the
+    computation needs, and ByzPy's check). ``weights`` are
     validated and ignored. The k non-finite rows (any NaN or ±inf entry) are dropped and count
     against f: the result is MeaMed of the n − k finite rows with f − k; k > f raises
     ``ValidationError`` (the policy in ``docs/kernels.md``).
@@ -72,10 +97,15 @@ def meamed(updates: Tensor, weights: Tensor | None = None, *, f: int) -> Tensor:
     n = x.shape[0]
     check_weights(weights, n, "meamed")
     f = check_f(f, "meamed")
-    require(n > 2 * f, f"meamed needs n > 2f; got n={n}, f={f}")
+    check_choice(even, "even", "meamed", EVEN_RULES)
+    if strict:
+        require(n > 2 * f, f"meamed needs n > 2f; got n={n}, f={f}")
+    else:
+        require(n > f, f"meamed needs n > f (strict=False); got n={n}, f={f}")
+    lower = even == "lower"
 
     def reducer(f: int | None) -> Reducer:
         assert f is not None
-        return lambda block: closest_to_median(block, f)
+        return lambda block: closest_to_median(block, f, lower=lower)
 
     return coordinatewise_rule(to_work_dtype(x), reducer, rule="meamed", f=f, out_dtype=x.dtype)

@@ -1,0 +1,157 @@
+"""Node actors: a node object living on an actor backend, called with ``await``.
+
+``await HonestNodeActor.spawn(MyNode, backend="thread", kwargs={...})`` constructs
+``MyNode(**kwargs)`` on the backend; afterwards every method of the node is called through
+the actor as a coroutine (``await actor.honest_gradient_for_next_batch()``), one call at a
+time per actor, while different actors run in parallel. The node class is never pickled:
+the ``"thread"`` backend constructs it in this process. Backends are resolved by
+:func:`velocity.byzpy.engine.actor.factory.resolve_backend` (see there which exist).
+
+Notes
+-----
+ByzPy's ``ByzantineNodeActor.spawn`` defaults to ``backend="process"``; here both default
+to ``"thread"``, the backend that runs without extra services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from velocity.byzpy.engine.actor.factory import ActorBackend, resolve_backend
+from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
+
+__all__ = ["ByzantineNodeActor", "HonestNodeActor", "NodeActor", "call_node"]
+
+A = TypeVar("A", bound="NodeActor")
+
+
+class NodeActor:
+    """A node object on an actor backend; its methods are awaited through the actor.
+
+    Parameters
+    ----------
+    backend : ActorBackend
+        The started backend the node lives on.
+    node : object
+        The node object (constructed on the backend).
+    """
+
+    def __init__(self, backend: ActorBackend, node: object) -> None:
+        self._backend = backend
+        self._node = node
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self._node).__name__}, backend={self._backend.name})"
+
+    @property
+    def node(self) -> object:
+        """The node object itself (in this process for the ``"thread"`` backend)."""
+        return self._node
+
+    @property
+    def backend(self) -> ActorBackend:
+        return self._backend
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def call(self, method: str, *args: object, **kwargs: object) -> object:
+        """Await ``node.<method>(*args, **kwargs)`` run on the actor."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; it cannot run {method}()")
+        fn = getattr(self._node, method, None)
+        if not callable(fn):
+            raise AttributeError(f"{type(self._node).__name__} has no method {method!r}")
+        return await self._backend.run(fn, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[object]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if not callable(getattr(self._node, name, None)):
+            raise AttributeError(f"{type(self._node).__name__} has no method {name!r}")
+
+        async def method(*args: object, **kwargs: object) -> object:
+            return await self.call(name, *args, **kwargs)
+
+        method.__name__ = name
+        return method
+
+    async def close(self) -> None:
+        """Stop the actor's backend (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await self._backend.close()
+
+    @classmethod
+    async def _spawn(
+        cls: type[A],
+        node_cls: Callable[..., object],
+        base: type,
+        *,
+        backend: str | ActorBackend,
+        args: Sequence[object],
+        kwargs: Mapping[str, object] | None,
+    ) -> A:
+        if not callable(node_cls):
+            raise TypeError(f"{cls.__name__}.spawn: node_cls must be a class; got {node_cls!r}")
+        resolved = resolve_backend(backend)
+        await resolved.start()
+        try:
+            node = await resolved.run(node_cls, *args, **dict(kwargs or {}))
+        except BaseException:
+            await resolved.close()
+            raise
+        if not isinstance(node, base):
+            await resolved.close()
+            raise TypeError(
+                f"{cls.__name__}.spawn: {getattr(node_cls, '__name__', node_cls)!r} built a "
+                f"{type(node).__name__}, not a {base.__name__}"
+            )
+        return cls(resolved, node)
+
+
+class HonestNodeActor(NodeActor):
+    """An :class:`~velocity.byzpy.engine.node.base.HonestNode` on an actor."""
+
+    @classmethod
+    async def spawn(
+        cls,
+        node_cls: Callable[..., object],
+        *,
+        backend: str | ActorBackend = "thread",
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> HonestNodeActor:
+        """Construct ``node_cls(*args, **kwargs)`` on ``backend``; it must be an HonestNode."""
+        return await cls._spawn(node_cls, HonestNode, backend=backend, args=args, kwargs=kwargs)
+
+
+class ByzantineNodeActor(NodeActor):
+    """A :class:`~velocity.byzpy.engine.node.base.ByzantineNode` on an actor."""
+
+    @classmethod
+    async def spawn(
+        cls,
+        node_cls: Callable[..., object],
+        *,
+        backend: str | ActorBackend = "thread",
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
+    ) -> ByzantineNodeActor:
+        """Construct ``node_cls(*args, **kwargs)`` on ``backend``; it must be a ByzantineNode."""
+        return await cls._spawn(node_cls, ByzantineNode, backend=backend, args=args, kwargs=kwargs)
+
+
+async def call_node(node: object, method: str, *args: object, **kwargs: object) -> object:
+    """``node.method(*args, **kwargs)``: awaited through its actor when ``node`` is a
+    :class:`NodeActor`, else run in a worker thread (a plain node object)."""
+    if isinstance(node, NodeActor):
+        return await node.call(method, *args, **kwargs)
+    fn = getattr(node, method, None)
+    if not callable(fn):
+        raise AttributeError(f"{type(node).__name__} has no method {method!r}")
+    return await asyncio.to_thread(fn, *args, **kwargs)
