@@ -479,7 +479,8 @@ def test_resolved_round_trips_through_yaml(data: dict[str, Any]) -> None:
 
 def test_resolved_fills_everything() -> None:
     resolved = parse_config(BASE).resolved()
-    assert list(resolved) == list(ExperimentConfig.model_fields)
+    # every field, except the p2p section, written only when enabled (hashes stay stable)
+    assert list(resolved) == [f for f in ExperimentConfig.model_fields if f != "p2p"]
     assert resolved["strategy"] == {"type": "FedAvg", "nonfinite": "drop"}
     assert resolved["simulation"]["straggler"]["delay_distribution"] == "lognormal"
     assert resolved["privacy"] == {
