@@ -288,6 +288,24 @@ def test_distances_survive_a_large_common_offset_in_float32() -> None:
     assert torch.allclose(out, ref, atol=1e-3)  # float32 resolution of 1e3 is 6e-5
 
 
+def test_distances_survive_a_far_byzantine_row_in_float32() -> None:
+    """A far row must not move the Gram matrix's centre: honest distances of ~1e-3 next to a
+    row 1e4 away, and a near attacker (a few 1e-2 off the honest mean) that NNA must drop."""
+    g = torch.Generator().manual_seed(0)
+    d = 10_000
+    honest = 1.0 + 1e-3 * torch.randn(8, d, generator=g)
+    near = honest.mean(0, keepdim=True) + 0.05
+    far = torch.full((1, d), 1e4)
+    x = torch.cat([honest, near, far]).float()
+    t = Topology.complete(10)
+    out = nna(x, t, 2, rows=range(8)).double()
+    for i in range(8):
+        dist = ((x.double() - x[i].double()) ** 2).sum(1)
+        keep = torch.argsort(dist, stable=True)[:8]
+        assert 8 not in keep.tolist()  # the brute force drops the near attacker
+        assert torch.allclose(out[i], x[keep].double().mean(0), atol=1e-5)
+
+
 # ------------------------------------------------------------------ generic rule
 def test_robust_neighbourhood_matches_loop() -> None:
     t = TOPOLOGIES["regular12"]

@@ -16,9 +16,10 @@ the topology.
   fallback.
 - :func:`consensus_distance`: how far the nodes are from agreeing.
 
-The distances come from a Gram matrix of the rows centred at their mean (a translation,
+The distances come from a Gram matrix of the rows centred at a central row (a translation,
 which changes no distance and removes the common component that makes
-``‖x‖² + ‖y‖² − 2x·y`` cancel), built over column blocks with float64 accumulation.
+``‖x‖² + ‖y‖² − 2x·y`` cancel; a robust centre, so a far Byzantine row cannot move it),
+built over column blocks, each block's product summed in float64.
 
 Examples
 --------
@@ -183,14 +184,35 @@ def gossip(x: Tensor, w: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------ distances
+def _centre_row(x: Tensor) -> int:
+    """A row near the bulk of the rows: the one closest to the coordinate-wise median of
+    (at most) 4096 evenly strided coordinates. Only the float precision of the Gram matrix
+    depends on this choice (distances do not depend on the centre), so a cheap robust guess
+    is enough: with an honest majority it is an honest-looking row, and centring there keeps
+    the honest rows' norms at the honest spread even when a far row pulls the mean away."""
+    step = max(1, x.shape[1] // 4096)
+    sample = x[:, ::step].to(torch.float64)
+    med = sample.median(dim=0).values
+    gaps = ((sample - med) ** 2).sum(dim=1)
+    return int(torch.nan_to_num(gaps, nan=float("inf")).argmin())
+
+
 def _centred_gram(x: Tensor) -> Tensor:
-    """float64 Gram matrix of the rows of ``x`` centred at their mean, over column blocks."""
+    """float64 Gram matrix of the rows of ``x`` centred at one of them (:func:`_centre_row`),
+    over column blocks: each block's product runs in ``x``'s dtype and is summed in float64.
+
+    Centring at the mean would let one far (Byzantine) row shift every honest row's norm
+    to the far row's scale, where float32 products cancel catastrophically in
+    ``|x_i|² + |x_j|² − 2 x_i·x_j``; centred at a central row the honest rows' norms stay at
+    their own spread.
+    """
     n, d = x.shape
+    r = _centre_row(x)
     cols = max(1024, _BLOCK_BYTES // max(1, n * x.element_size()))
     acc = torch.zeros(n, n, dtype=torch.float64, device=x.device)
     for start in range(0, d, cols):
         block = x[:, start : start + cols]
-        block = block - block.mean(dim=0, keepdim=True)
+        block = block - block[r : r + 1]
         acc += (block @ block.T).to(torch.float64)
     return acc
 
