@@ -240,3 +240,95 @@ def test_a_gradient_of_the_wrong_length_names_the_node() -> None:
         await ps.shutdown()
 
     asyncio.run(main())
+
+
+def test_concurrent_rounds_run_one_after_the_other() -> None:
+    want = _reference(4, 3, 1, Mean())
+
+    async def main() -> tuple[ParameterServer, list[LinearNode]]:
+        honest = [LinearNode(seed=i) for i in range(3)]
+        ps = ParameterServer(honest, [FlipNode()], Mean())
+        await asyncio.gather(ps.round(), ps.round())
+        await asyncio.gather(ps.round(), ps.round())
+        await ps.shutdown()
+        return ps, honest
+
+    ps, honest = asyncio.run(main())
+    assert ps.round_count == 4
+    for node, ref in zip(honest, want, strict=True):
+        assert torch.equal(node.params(), ref)
+
+
+class SlowNode(LinearNode):
+    def honest_gradient(self, x: Tensor, y: Tensor) -> Tensor:
+        import time
+
+        time.sleep(0.2)
+        return super().honest_gradient(x, y)
+
+
+def test_a_cancelled_round_still_finishes_in_step() -> None:
+    async def main() -> tuple[ParameterServer, SlowNode]:
+        node = SlowNode(seed=0)
+        ps = ParameterServer([node], [], Mean())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ps.round(), 0.05)
+        # the round completed: the engine counted it and the node applied its aggregate
+        assert ps.round_count == 1
+        assert len(node.applied) == 1
+        await ps.round()
+        await ps.shutdown()
+        return ps, node
+
+    ps, node = asyncio.run(main())
+    assert ps.round_count == 2
+    assert len(node.applied) == 2
+
+
+class Exploding:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def aggregate(self, gradients: Sequence[Tensor]) -> Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise ArithmeticError("aggregator failed")
+        return torch.stack(list(gradients)).mean(0)
+
+
+def test_an_aggregator_error_propagates_and_the_round_is_not_counted() -> None:
+    async def main() -> ParameterServer:
+        ps = ParameterServer([LinearNode(0), LinearNode(1)], [], Exploding())
+        await ps.round()
+        with pytest.raises(ArithmeticError, match="aggregator failed"):
+            await ps.round()
+        assert ps.round_count == 1
+        await ps.round()  # the server goes on
+        await ps.shutdown()
+        return ps
+
+    assert asyncio.run(main()).round_count == 2
+
+
+class WrongShape:
+    def aggregate(self, gradients: Sequence[Tensor]) -> Tensor:
+        return torch.zeros(2)
+
+
+class Empty:
+    def pre_aggregate(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        return []
+
+
+def test_bad_aggregator_outputs_name_the_culprit() -> None:
+    async def main(agg: object, pre: object | None) -> None:
+        ps = ParameterServer([LinearNode(0), LinearNode(1)], [], agg, pre_aggregator=pre)
+        try:
+            await ps.round()
+        finally:
+            await ps.shutdown()
+
+    with pytest.raises(ValidationError, match=r"aggregator\.aggregate\(\).*6 entries"):
+        asyncio.run(main(WrongShape(), None))
+    with pytest.raises(ValidationError, match=r"pre_aggregator\.pre_aggregate\(\).*non-empty"):
+        asyncio.run(main(Mean(), Empty()))

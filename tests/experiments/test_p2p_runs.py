@@ -13,6 +13,7 @@ from velocity.errors import ConfigurationError
 from velocity.experiments import ExperimentConfig, InvalidConfigError, load_config, parse_config
 from velocity.experiments.p2p import build_p2p
 from velocity.experiments.runner import build_simulation, run_experiment
+from velocity.p2p import consensus_distance
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -46,10 +47,17 @@ def test_a_p2p_run_writes_consensus_distance_and_per_node_accuracy(tmp_path: Pat
     honest = [f"node-{i}" for i in range(8) if i != 5]
     assert sorted(stage["node_accuracy"]) == sorted(honest)
     assert stage["byzantine_nodes"] == [5]
-    assert stage["consensus_distance"] >= 0.0
+    sgd = build_p2p(config)
+    sgd.run(6)
+    honest_rows = sgd.params[[i for i in range(8) if i != 5]]
+    assert stage["consensus_distance"] == pytest.approx(consensus_distance(honest_rows))
+    assert stage["consensus_distance"] > 0.0
     assert last.global_accuracy == pytest.approx(sum(stage["node_accuracy"].values()) / 7)
     assert stage["min_node_accuracy"] == min(stage["node_accuracy"].values())
-    assert result.rounds[0].global_accuracy is None  # eval_every: 2
+    # eval_every: 2 evaluates rounds 1, 2, 4, 6 (round 1 always, as the round engine does)
+    assert [r.global_accuracy is not None for r in result.rounds] == [
+        True, True, False, True, False, True,
+    ]  # fmt: skip
     # the files a server-based run writes, plus the p2p pieces
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
@@ -126,6 +134,21 @@ def test_robust_mixing_beats_plain_gossip_under_attack(tmp_path: Path) -> None:
         ({}, {"training": {"num_clients": 8, "client_fraction": 1.0}}, "client_fraction"),
         ({}, {"attacks": [{"type": "little", "fraction": 0.2}]}, "p2p: use p2p.byzantine"),
         ({}, {"output": {"checkpoint_every": 2}}, "output.checkpoint_every"),
+        ({"mixing": "krum"}, {}, "p2p: a round cannot run with mixing='krum'"),
+        ({"mixing": "trimmed_mean", "mixing_params": {"bogus": 1}}, {}, "bogus"),
+        ({"mixing": "nna", "mixing_params": {"f": 10}}, {}, "p2p: a round cannot run"),
+        ({"topology": "complete"}, {"training": {"num_clients": 5000}}, "at most 4096 nodes"),
+        (
+            {
+                "topology": "ring",
+                "topology_params": {"k": 1},
+                "byzantine": [1, 2],
+                "attack": "little",
+                "attack_knowledge": "neighbours",
+            },
+            {},
+            "p2p: a round cannot run",
+        ),
     ],
 )
 def test_bad_p2p_configs_name_the_field(

@@ -34,6 +34,7 @@ from velocity.byzpy.attacks.little import LittleAttack
 from velocity.byzpy.attacks.mimic import MimicAttack
 from velocity.byzpy.attacks.sign_flip import SignFlipAttack
 from velocity.byzpy.engine.actor.factory import ActorBackend, resolve_backend
+from velocity.byzpy.engine.graph.executor import OperatorExecutor, run_operator
 from velocity.byzpy.engine.graph.graph import ComputationGraph, GraphInput, GraphNode, graph_input
 from velocity.byzpy.engine.graph.operator import OpContext, Operator
 from velocity.byzpy.engine.graph.ops import CallableOp, make_single_operator_graph
@@ -109,6 +110,7 @@ __all__ = [
     "NodeScheduler",
     "OpContext",
     "Operator",
+    "OperatorExecutor",
     "P2PByzantineMixin",
     "P2PHonestMixin",
     "ParameterServer",
@@ -120,4 +122,5 @@ __all__ = [
     "graph_input",
     "make_single_operator_graph",
     "resolve_backend",
+    "run_operator",
 ]

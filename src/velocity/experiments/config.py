@@ -728,12 +728,15 @@ class ExperimentConfig(_Section):
         if not p2p.enabled:
             return []
         from velocity.errors import ConfigurationError as _Refused
-        from velocity.p2p import check_attack, check_mixing, topology_from_config
+        from velocity.p2p import MAX_NODES, DecentralizedSGD, topology_from_config
 
         problems: list[str] = []
         n = self.training.num_clients
+        if n > MAX_NODES:
+            return [f"p2p: at most {MAX_NODES} nodes (training.num_clients); got {n}"]
+        topology = None
         try:
-            topology_from_config(p2p.topology, n, **p2p.topology_params)
+            topology = topology_from_config(p2p.topology, n, **p2p.topology_params)
         except (_Refused, TypeError, ValueError) as error:
             problems.append(f"p2p.topology: {error}")
         if isinstance(p2p.byzantine, int):
@@ -754,15 +757,22 @@ class ExperimentConfig(_Section):
             problems.append("p2p.attack: Byzantine nodes need an attack (e.g. {type: little})")
         if not count and p2p.attack is not None:
             problems.append("p2p.attack: an attack needs p2p.byzantine > 0")
-        if p2p.attack is not None:
+        if not problems and topology is not None:
+            # the constructor's checks and its dry run (mixing and crafting once), no data
             try:
-                check_attack(p2p.attack)
+                DecentralizedSGD.check_setup(
+                    topology,
+                    byzantine=p2p.byzantine,
+                    attack=p2p.attack,
+                    attack_space=p2p.attack_space,
+                    attack_knowledge=p2p.attack_knowledge,
+                    mixing=p2p.mixing,
+                    mixing_params=p2p.mixing_params,
+                    seed=self.seed,
+                )
             except (_Refused, TypeError, ValueError) as error:
-                problems.append(f"p2p.attack: {error}")
-        try:
-            check_mixing(p2p.mixing, p2p.mixing_params)
-        except (_Refused, TypeError, ValueError) as error:
-            problems.append(f"p2p.mixing: {error}")
+                # its messages name DecentralizedSGD's settings, which are this section's
+                problems.append(str(error).replace("DecentralizedSGD", "p2p"))
         if self.simulation.partitioning == "natural":
             problems.append("p2p: simulation.partitioning must be iid, dirichlet or shard")
         off = {

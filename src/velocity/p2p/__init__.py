@@ -32,6 +32,8 @@ from velocity.p2p.topology import TOPOLOGY_KINDS, Edge, Topology, topology_from_
 from velocity.p2p.training import (
     ATTACK_KNOWLEDGE,
     ATTACK_SPACES,
+    MAX_NODES,
+    MAX_PARAM_BYTES,
     MIXING_RULES,
     DecentralizedSGD,
     P2PRound,
@@ -42,6 +44,8 @@ from velocity.p2p.training import (
 __all__ = [
     "ATTACK_KNOWLEDGE",
     "ATTACK_SPACES",
+    "MAX_NODES",
+    "MAX_PARAM_BYTES",
     "MIXING_RULES",
     "TOPOLOGY_KINDS",
     "DecentralizedSGD",

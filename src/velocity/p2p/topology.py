@@ -21,7 +21,7 @@ True
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -334,6 +334,35 @@ TOPOLOGY_KINDS: Final[tuple[str, ...]] = tuple(_KIND_PARAMS)
 """The ``kind`` values :func:`topology_from_config` accepts."""
 
 
+MAX_CONFIG_EDGES: Final = 1_000_000
+"""The most edges :func:`topology_from_config` builds (a config file is untrusted input:
+``complete`` on 10,000 nodes would be 10^8 edges). Python callers of the constructors are not
+capped."""
+
+
+def _check_size(kind: str, n: int, params: Mapping[str, Any]) -> None:
+    """Refuse, before building, a topology whose edge count would exceed the cap."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        return  # the constructor names the bad n
+    k = params.get("k", 1)
+    p = params.get("p", 0.0)
+    expected: float = {
+        "ring": 2 * n * (k if isinstance(k, int) else 1),
+        "complete": n * (n - 1),
+        "random_regular": n * (k if isinstance(k, int) else 1),
+        "erdos_renyi": (p if isinstance(p, int | float) else 0.0) * n * (n - 1),
+        "edges": 0,
+    }.get(kind, 0)
+    edges = params.get("edges")
+    if kind == "edges" and isinstance(edges, Sized):
+        expected = len(edges) * (2 if params.get("undirected") else 1)
+    if expected > MAX_CONFIG_EDGES:
+        raise ConfigurationError(
+            f"topology {kind!r} on {n} nodes would have about {int(expected):,} edges; the "
+            f"limit is {MAX_CONFIG_EDGES:,} (fewer nodes or a sparser graph)"
+        )
+
+
 def topology_from_config(kind: str, n: int, **params: Any) -> Topology:
     """Build a topology from plain config values (what a YAML ``p2p:`` section holds).
 
@@ -380,6 +409,7 @@ def topology_from_config(kind: str, n: int, **params: Any) -> Topology:
         raise ConfigurationError(
             f"topology {kind!r}: missing parameter(s) {', '.join(map(repr, missing))}"
         )
+    _check_size(kind, n, params)
     if kind == "ring":
         return Topology.ring(n, params.get("k", 1))
     if kind == "complete":

@@ -61,6 +61,13 @@ __all__ = [
 ]
 
 MIXING_RULES: Final[tuple[str, ...]] = ("gossip", "clipped_gossip", "nna")
+
+MAX_NODES: Final = 4096
+"""The most nodes a :class:`DecentralizedSGD` takes (its gossip matrix is a dense ``(n, n)``
+float64 tensor: 128 MiB at this size)."""
+
+MAX_PARAM_BYTES: Final = 8 * 2**30
+"""The most bytes the ``(n, d)`` float32 node models may take (8 GiB)."""
 """The built-in mixing rules; any name of ``velocity.kernels.AGGREGATORS`` (except
 ``qfedavg``) is accepted too and runs through :func:`robust_neighbourhood`."""
 
@@ -153,7 +160,9 @@ def check_mixing(name: object, params: Mapping[str, Any] | None = None) -> dict[
     ``name`` is one of :data:`MIXING_RULES` or a ``velocity.kernels`` aggregator (not
     ``qfedavg``). ``clipped_gossip`` takes at most one of ``tau`` (float >= 0), ``delta``
     (float >= 0) and ``f`` (int >= 0); ``nna`` takes ``f`` (int >= 0); ``gossip`` none; a
-    kernel its own keyword settings, checked when it first runs.
+    kernel its own keyword settings (checked, with the topology, by the dry run every
+    :class:`DecentralizedSGD` makes at construction; :meth:`DecentralizedSGD.check_setup`
+    makes it without data).
 
     >>> check_mixing("clipped_gossip", {"tau": 1})
     {'tau': 1.0}
@@ -287,6 +296,11 @@ class DecentralizedSGD:
         if not isinstance(topology, Topology):
             raise ConfigurationError(f"{_OWNER}.topology must be a Topology")
         n = topology.n_nodes
+        if n > MAX_NODES:
+            raise ConfigurationError(
+                f"{_OWNER}: at most {MAX_NODES} nodes (the gossip matrix is a dense (n, n) "
+                f"float64 tensor); the topology has {n}"
+            )
         self.topology = topology
         self.lr = check_value(_OWNER, "lr", lr, Real(low=0.0, low_open=True))
         self.batch_size = check_value(_OWNER, "batch_size", batch_size, Integer(low=1))
@@ -343,6 +357,12 @@ class DecentralizedSGD:
         self._shapes = tuple(tuple(p.shape) for _, p in named)
         self._numels = tuple(p.numel() for _, p in named)
         self._buffers = {k: b.detach() for k, b in model.named_buffers()}
+        d = sum(self._numels)
+        if 4 * n * d > MAX_PARAM_BYTES:
+            raise ConfigurationError(
+                f"{_OWNER}: {n} nodes x {d:,} parameters need {4 * n * d / 2**30:.1f} GiB as one "
+                f"float32 tensor; the limit is {MAX_PARAM_BYTES / 2**30:.0f} GiB"
+            )
         flat = torch.cat([p.detach().reshape(-1).to(torch.float32) for _, p in named])
         self._params = flat.unsqueeze(0).expand(n, -1).clone()
         self._loss_fn = loss_fn if loss_fn is not None else F.cross_entropy
@@ -350,6 +370,31 @@ class DecentralizedSGD:
         self._w = metropolis_weights(topology)
         self.mixing, self._mix = self._mixing_rule(mixing, mixing_params)
         self.round = 0
+        self._dry_run()
+
+    def _dry_run(self) -> None:
+        """Craft and mix once on small random vectors, so that a setting the rule or the
+        attack cannot run with (``krum`` without ``f``, an ``nna`` ``f`` larger than a
+        neighbourhood, a Byzantine node with no honest in-neighbour to copy...) is refused
+        now, naming the setting, not at the first round."""
+        gen = torch.Generator().manual_seed(0)
+        n = self.n_nodes
+        base = torch.randn(n, 3, generator=gen)
+        half = base + 0.01 * torch.randn(n, 3, generator=gen)
+        try:
+            sent = half.clone()
+            if self.attack is not None:
+                sent[self._byz] = self._craft(half, base, 1)
+            self._mix(sent)
+        except ConfigurationError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ConfigurationError(
+                f"{_OWNER}: a round cannot run with mixing={self.mixing!r} "
+                f"{dict(self._mixing_params)} and attack="
+                f"{None if self.attack is None else self.attack.name!r} on this topology: "
+                f"{error}"
+            ) from None
 
     # ------------------------------------------------------------------ mixing set-up
     def _byzantine_in_counts(self) -> Tensor:
@@ -362,6 +407,7 @@ class DecentralizedSGD:
         self, name: object, raw: Mapping[str, Any] | None
     ) -> tuple[str, Callable[[Tensor], Tensor]]:
         params = check_mixing(name, raw)
+        self._mixing_params = dict(params)
         assert isinstance(name, str)
         honest, w = self._honest, self._w
         if name == "gossip":
@@ -497,7 +543,7 @@ class DecentralizedSGD:
         self._params = new
         self.round = rnd
         if evaluate is None:
-            evaluate = rnd % self.eval_every == 0
+            evaluate = rnd == 1 or rnd % self.eval_every == 0
         node_acc = self.node_accuracy() if (evaluate and self._test is not None) else None
         return P2PRound(
             round=rnd,
@@ -540,6 +586,44 @@ class DecentralizedSGD:
         return tuple(float(c) / total for c in correct.tolist())
 
     # ------------------------------------------------------------------ from config
+    @classmethod
+    def check_setup(
+        cls,
+        topology: Topology,
+        *,
+        byzantine: int | Sequence[int] = 0,
+        attack: str | Mapping[str, Any] | None = None,
+        attack_space: str = "model",
+        attack_knowledge: str = "omniscient",
+        mixing: str = "gossip",
+        mixing_params: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Refuse (``ConfigurationError``) a setup a round cannot run with, without data:
+        the constructor's checks and its dry run on a two-parameter stand-in model.
+        ``byzantine`` is a count or the ids, as in :meth:`from_config`."""
+        n = topology.n_nodes
+        if n > MAX_NODES:
+            raise ConfigurationError(f"{_OWNER}: at most {MAX_NODES} nodes; got {n}")
+        byz = _byzantine_ids(byzantine, n, seed)
+        y = torch.arange(2 * n, dtype=torch.int64) % 2
+        x = torch.zeros(2 * n, 1)
+        parts = Partition(torch.arange(2 * n), torch.arange(0, 2 * n + 1, 2))
+        cls(
+            nn.Linear(1, 2),
+            topology,
+            x,
+            y,
+            parts,
+            byzantine=byz,
+            attack=attack,
+            attack_space=attack_space,
+            attack_knowledge=attack_knowledge,
+            mixing=mixing,
+            mixing_params=mixing_params,
+            seed=seed,
+        )
+
     @classmethod
     def from_config(
         cls,
@@ -593,12 +677,7 @@ class DecentralizedSGD:
             _OWNER, "partition_scheme", partition_scheme, OneOf("iid", "dirichlet", "shard")
         )
         parts = partition(ty, n, scheme, seed=seed, alpha=alpha, min_samples=1)
-        if isinstance(byzantine, Sequence) and not isinstance(byzantine, str):
-            byz = list(byzantine)
-        else:
-            count = check_value(_OWNER, "byzantine", byzantine, Integer(0, max(0, n - 1)))
-            pick = numpy_rng(seed, "p2p-byzantine").choice(n, size=count, replace=False)
-            byz = sorted(int(i) for i in pick)
+        byz = _byzantine_ids(byzantine, n, seed)
         return cls(
             net,
             topo,
@@ -618,6 +697,15 @@ class DecentralizedSGD:
             eval_every=eval_every,
             num_classes=train.num_classes,
         )
+
+
+def _byzantine_ids(byzantine: int | Sequence[int], n: int, seed: int) -> list[int]:
+    """The Byzantine node ids: given, or ``byzantine`` of them drawn from the seed."""
+    if isinstance(byzantine, Sequence) and not isinstance(byzantine, str):
+        return list(byzantine)
+    count = check_value(_OWNER, "byzantine", byzantine, Integer(0, max(0, n - 1)))
+    pick = numpy_rng(seed, "p2p-byzantine").choice(n, size=count, replace=False)
+    return sorted(int(i) for i in pick)
 
 
 def _subset(x: Tensor, y: Tensor, k: int | None, seed: int, split: str) -> tuple[Tensor, Tensor]:

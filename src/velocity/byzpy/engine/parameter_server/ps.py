@@ -158,9 +158,15 @@ class _OperatorPre(_PreAggregator):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor | None]:
+        d = updates.shape[1]
         out = self.op.pre_aggregate(list(updates.unbind(0)))  # type: ignore[attr-defined]
-        rows = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in out])
-        return rows, None
+        if isinstance(out, Tensor | str | bytes) or not isinstance(out, Sequence) or not out:
+            raise ValidationError(
+                f"pre_aggregator.pre_aggregate() returned {_shown(out)}; expected a non-empty "
+                f"list of vectors of {d} entries"
+            )
+        rows = [_output(v, "pre_aggregator.pre_aggregate()", d) for v in out]
+        return torch.stack(rows), None
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,7 +188,26 @@ class _OperatorAggregator(_Aggregator):
             result = outputs["agg"]
         else:
             result = self.op.aggregate(rows)  # type: ignore[attr-defined]
-        return torch.as_tensor(result, dtype=torch.float32).reshape(-1)
+        return _output(result, "aggregator.aggregate()", updates.shape[1])
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _output(value: object, who: str, d: int) -> Tensor:
+    """A (pre-)aggregator's vector as a float32 ``(d,)`` row, or ValidationError naming it."""
+    try:
+        vec = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValidationError(f"{who} returned {_shown(value)}; expected a vector") from None
+    if vec.numel() != d or not (vec.is_floating_point() or vec.dtype == torch.int64):
+        raise ValidationError(
+            f"{who} returned a {vec.dtype} tensor of shape {tuple(vec.shape)}; expected a "
+            f"floating vector of {d} entries (the gradients' length)"
+        )
+    return vec.detach().to("cpu", torch.float32).reshape(-1)
 
 
 class ParameterServer:
@@ -280,6 +305,7 @@ class ParameterServer:
         self._like: Tensor | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="velocity-ps")
         self._closed = False
+        self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -291,9 +317,26 @@ class ParameterServer:
 
     async def round(self) -> Tensor:
         """One round; returns the aggregate (shape, dtype and device of the first honest
-        node's gradient), after every node that receives it has applied it."""
-        if self._closed:
-            raise ProtocolError("ParameterServer.round: the server has been shut down")
+        node's gradient), after every node that receives it has applied it.
+
+        Rounds run one at a time: a second ``round()`` awaited concurrently waits for the
+        first. A round that is cancelled still finishes (the engine's round and the nodes'
+        updates stay in step) before the cancellation propagates. If a node, the
+        pre-aggregator or the aggregator raises, the error propagates and the engine does
+        not count the round; the honest nodes have drawn their minibatch, as in ByzPy.
+        """
+        async with self._lock:
+            if self._closed:
+                raise ProtocolError("ParameterServer.round: the server has been shut down")
+            task = asyncio.ensure_future(self._round())
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    await asyncio.wait([task])
+                raise
+
+    async def _round(self) -> Tensor:
         raw = await asyncio.gather(
             *(call_node(node, "honest_gradient_for_next_batch") for node in self._honest)
         )
@@ -327,13 +370,14 @@ class ParameterServer:
 
     async def shutdown(self) -> None:
         """Close every node actor (idempotent); :meth:`round` then raises ProtocolError."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.gather(
-            *(n.close() for n in (*self._honest, *self._byzantine) if isinstance(n, NodeActor))
-        )
-        self._executor.shutdown(wait=False)
+        async with self._lock:  # after the round in progress, if any
+            if self._closed:
+                return
+            self._closed = True
+            await asyncio.gather(
+                *(n.close() for n in (*self._honest, *self._byzantine) if isinstance(n, NodeActor))
+            )
+            self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ wiring
 
