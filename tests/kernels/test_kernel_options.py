@@ -298,11 +298,6 @@ def test_krum_lenient_nonfinite_rows_count_against_f() -> None:
             _close(got, ref.multi_krum(kept, f - 2, 8 - f, neighbors), kept, 1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel gap: strict is used for its truthiness, never validated (None and 0 "
-    "silently mean strict=False, 'no' means strict=True)",
-)
 @pytest.mark.parametrize("strict", [None, 0, "no", 1.0])
 @pytest.mark.parametrize("rule", ["krum", "multi_krum", "mda", "meamed"])
 def test_non_bool_strict_refused(rule: str, strict: object) -> None:
@@ -433,11 +428,6 @@ def test_bucketing_non_permutation_refused(perm: Sequence[int] | torch.Tensor) -
         K.bucketing(torch.ones(3, 2), bucket_size=2, perm=perm)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug: _check_perm casts entries with int(), so non-integer entries "
-    "(0.5, True, '1', float tensors) are accepted as the integers they truncate to",
-)
 @pytest.mark.parametrize(
     "perm",
     [[0.5, 1, 2], [0.0, 1.0, 2.0], [True, False, 2], "012", torch.tensor([0.0, 1.0, 2.0])],

@@ -371,3 +371,15 @@ def test_label_histogram_counts_each_nodes_labels() -> None:
     for i in range(8):
         own = y[parts.indices(i)]
         assert hist[i] == [int((own == c).sum()) for c in range(2)]
+
+
+def test_clipped_gossip_f_at_least_the_degree_is_refused() -> None:
+    from velocity.p2p import Topology
+
+    with pytest.raises(ConfigurationError, match=r"mixing_params\.f.*in-degree"):
+        DecentralizedSGD.check_setup(
+            Topology.ring(6, k=1), mixing="clipped_gossip", mixing_params={"f": 2}
+        )
+    DecentralizedSGD.check_setup(
+        Topology.ring(6, k=1), mixing="clipped_gossip", mixing_params={"f": 1}
+    )

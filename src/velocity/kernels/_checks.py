@@ -113,6 +113,13 @@ def check_int(value: object, name: str, rule: str, *, minimum: int = 0) -> int:
     return value
 
 
+def check_bool(value: object, name: str, rule: str) -> bool:
+    """``value`` must be a bool (Python or numpy): ``0``, ``None`` or ``"no"`` are refused."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValidationError(f"{rule}: {name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 def check_f(f: object, rule: str) -> int:
     """The number of tolerated Byzantine rows: an int >= 0."""
     return check_int(f, "f", rule, minimum=0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,12 +98,26 @@ def _check_perm(
 ) -> list[int]:
     if generator is not None:
         raise ValidationError("bucketing: give perm or generator, not both")
-    values = perm.tolist() if isinstance(perm, Tensor) else list(perm)
-    if sorted(int(v) for v in values) != list(range(n)) or len(values) != n:
+    if isinstance(perm, Tensor):
+        if perm.ndim != 1 or perm.dtype.is_floating_point or perm.dtype == torch.bool:
+            raise ValidationError(
+                f"bucketing: perm must be a 1-D integer tensor; got {perm.dtype} of shape "
+                f"{tuple(perm.shape)}"
+            )
+        values: list[object] = list(perm.tolist())
+    elif isinstance(perm, str | bytes) or not isinstance(perm, Sequence):
+        raise ValidationError(f"bucketing: perm must be a sequence of ints; got {perm!r:.80}")
+    else:
+        values = list(perm)
+    if not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_) for v in values
+    ):
+        raise ValidationError(f"bucketing: perm must hold ints; got {values!r:.80}")
+    if sorted(int(v) for v in values) != list(range(n)) or len(values) != n:  # type: ignore[call-overload]
         raise ValidationError(
             f"bucketing: perm must be a permutation of range(n) = range({n}); got {values!r:.80}"
         )
-    return [int(v) for v in values]
+    return [int(v) for v in values]  # type: ignore[call-overload]
 
 
 def _buckets(

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from velocity.kernels._checks import (
+    check_bool,
     check_choice,
     check_f,
     check_int,
@@ -55,7 +56,7 @@ def _validate(
     check_weights(weights, n, rule)
     check_f(f, rule)
     check_choice(neighbors, "neighbors", rule, NEIGHBOR_RULES)
-    if strict:
+    if check_bool(strict, "strict", rule):
         require(n > 2 * f + 2, f"{rule} needs n > 2f + 2; got n={n}, f={f}")
     else:
         require(n > f + 1, f"{rule} needs n > f + 1 (strict=False); got n={n}, f={f}")

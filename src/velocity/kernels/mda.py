@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from velocity.kernels._checks import (
+    check_bool,
     check_f,
     check_int,
     check_updates,
@@ -52,7 +53,7 @@ def mda(
     check_weights(weights, n, "mda")
     f = check_f(f, "mda")
     max_subsets = check_int(max_subsets, "max_subsets", "mda", minimum=1)
-    if strict:
+    if check_bool(strict, "strict", "mda"):
         require(n > 2 * f, f"mda needs n > 2f; got n={n}, f={f}")
     else:
         require(n > f, f"mda needs n > f (strict=False); got n={n}, f={f}")

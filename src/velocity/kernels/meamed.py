@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from velocity.kernels._checks import (
+    check_bool,
     check_choice,
     check_f,
     check_updates,
@@ -98,7 +99,7 @@ def meamed(
     check_weights(weights, n, "meamed")
     f = check_f(f, "meamed")
     check_choice(even, "even", "meamed", EVEN_RULES)
-    if strict:
+    if check_bool(strict, "strict", "meamed"):
         require(n > 2 * f, f"meamed needs n > 2f; got n={n}, f={f}")
     else:
         require(n > f, f"meamed needs n > f (strict=False); got n={n}, f={f}")

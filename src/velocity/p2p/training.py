@@ -421,6 +421,13 @@ class DecentralizedSGD:
             if "delta" in params:
                 delta = float(params["delta"])
             elif "f" in params:
+                degrees = [len(self.topology.in_neighbors(i)) for i in self.honest_nodes]
+                if params["f"] >= min(degrees):
+                    raise ConfigurationError(
+                        f"{_OWNER}.mixing_params.f: clipped_gossip with f={params['f']} would "
+                        f"clip every neighbour of a node with {min(degrees)} in-neighbours to "
+                        "nothing (no mixing at all); use f < the smallest in-degree"
+                    )
                 off = w.clone()
                 off.fill_diagonal_(0.0)
                 delta = torch.sort(off, dim=1, descending=True).values[:, : params["f"]].sum(dim=1)
