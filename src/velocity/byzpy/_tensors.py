@@ -18,7 +18,7 @@ Rules (private module):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -153,3 +153,16 @@ def stack(values: object, argument: str, owner: str) -> tuple[Tensor, Layout]:
             )
         rows.append(t.reshape(-1).to(dtype=layout.torch_dtype, device=layout.device))
     return torch.stack(rows, dim=0), layout
+
+
+def input_sequence(inputs: Mapping[str, object], key: str, who: str) -> Sequence[Any]:
+    """``inputs[key]``, a sequence of vectors (an operator's ``compute`` input), or the
+    KeyError / TypeError ByzPy's operators raise, naming ``who`` and ``key``."""
+    if key not in inputs:
+        raise KeyError(f"{who} expects input key {key!r}")
+    values = inputs[key]
+    if not isinstance(values, Sequence) or isinstance(values, str | bytes):
+        raise TypeError(
+            f"{who} expects a sequence of vectors at {key!r}; got {type(values).__name__}"
+        )
+    return values

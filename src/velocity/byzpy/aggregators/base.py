@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from velocity.byzpy._tensors import input_sequence
 from velocity.byzpy.engine.graph.operator import OpContext, Operator
 
 __all__ = ["Aggregator"]
@@ -41,15 +42,7 @@ class Aggregator(Operator, ABC):
         TypeError
             If the value under it is not a sequence.
         """
-        if self.input_key not in inputs:
-            raise KeyError(f"{self.name} expects input key {self.input_key!r}")
-        gradients = inputs[self.input_key]
-        if not isinstance(gradients, Sequence) or isinstance(gradients, str | bytes):
-            raise TypeError(
-                f"{self.name} expects a sequence of vectors at {self.input_key!r}; "
-                f"got {type(gradients).__name__}"
-            )
-        return self.aggregate(gradients)
+        return self.aggregate(input_sequence(inputs, self.input_key, self.name))
 
     @abstractmethod
     def aggregate(self, gradients: Sequence[Any]) -> Any:

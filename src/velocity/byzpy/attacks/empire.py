@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from velocity._validation import Integer, Real, check_value
 from velocity.attacks import Empire
-from velocity.byzpy._tensors import stack
-from velocity.byzpy.attacks._craft import craft_one
-from velocity.byzpy.attacks.base import Attack
-from velocity.errors import ValidationError
+from velocity.byzpy.attacks._craft import FromHonestGrads, craft_one
 
 __all__ = ["EmpireAttack"]
 
 
-class EmpireAttack(Attack):
+class EmpireAttack(FromHonestGrads):
     """Inner-product manipulation (Xie, Koyejo & Gupta 2020): ``scale · mean(honest_grads)``.
 
     Parameters
@@ -38,22 +33,9 @@ class EmpireAttack(Attack):
     inputs' dtype with float32 precision.
     """
 
-    uses_honest_grads: bool = True
-
     def __init__(self, scale: float = -1.0, *, chunk_size: int = 8) -> None:
         self.scale: float = check_value("EmpireAttack", "scale", scale, Real())
         self.chunk_size: int = check_value("EmpireAttack", "chunk_size", chunk_size, Integer(low=1))
 
-    def apply(
-        self,
-        *,
-        model: nn.Module | None = None,
-        x: Tensor | None = None,
-        y: Tensor | None = None,
-        honest_grads: list[Any] | None = None,
-        base_grad: Any | None = None,
-    ) -> Any:
-        if not honest_grads:
-            raise ValidationError("EmpireAttack requires honest_grads (a non-empty list)")
-        honest, layout = stack(honest_grads, "honest_grads", "EmpireAttack")
-        return layout.restore(craft_one(Empire(scale=self.scale), honest))
+    def _craft(self, honest: Tensor) -> Tensor:
+        return craft_one(Empire(scale=self.scale), honest)

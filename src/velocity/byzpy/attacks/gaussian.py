@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from velocity._validation import Integer, NoneOr, Real, check_value
 from velocity.attacks import Gaussian
-from velocity.byzpy._tensors import stack
-from velocity.byzpy.attacks._craft import craft_one
-from velocity.byzpy.attacks.base import Attack
-from velocity.errors import ValidationError
+from velocity.byzpy.attacks._craft import FromHonestGrads, craft_one
 
 __all__ = ["GaussianAttack"]
 
 
-class GaussianAttack(Attack):
+class GaussianAttack(FromHonestGrads):
     """Pure noise: every coordinate drawn independently from ``N(mu, sigma²)``.
 
     Parameters
@@ -47,8 +42,6 @@ class GaussianAttack(Attack):
     the same distribution, not the same numbers.
     """
 
-    uses_honest_grads: bool = True
-
     def __init__(
         self,
         mu: float = 0.0,
@@ -63,22 +56,10 @@ class GaussianAttack(Attack):
         self.seed: int | None = check_value(owner, "seed", seed, NoneOr(Integer(low=0)))
         self.chunk_size: int = check_value(owner, "chunk_size", chunk_size, Integer(low=1))
 
-    def apply(
-        self,
-        *,
-        model: nn.Module | None = None,
-        x: Tensor | None = None,
-        y: Tensor | None = None,
-        honest_grads: list[Any] | None = None,
-        base_grad: Any | None = None,
-    ) -> Any:
-        if not honest_grads:
-            raise ValidationError("GaussianAttack requires honest_grads (a non-empty list)")
-        honest, layout = stack(honest_grads, "honest_grads", "GaussianAttack")
+    def _craft(self, honest: Tensor) -> Tensor:
         gen = torch.Generator()
         if self.seed is None:
             gen.seed()
         else:
             gen.manual_seed(self.seed)
-        row = craft_one(Gaussian(mu=self.mu, sigma=self.sigma), honest, generator=gen)
-        return layout.restore(row)
+        return craft_one(Gaussian(mu=self.mu, sigma=self.sigma), honest, generator=gen)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from velocity._validation import Integer, check_value
 from velocity.attacks import Inf
-from velocity.byzpy._tensors import stack
-from velocity.byzpy.attacks._craft import craft_one
-from velocity.byzpy.attacks.base import Attack
-from velocity.errors import ValidationError
+from velocity.byzpy.attacks._craft import FromHonestGrads, craft_one
 
 __all__ = ["InfAttack"]
 
 
-class InfAttack(Attack):
+class InfAttack(FromHonestGrads):
     """A vector of ``+inf``, shaped like the honest gradients.
 
     Parameters
@@ -36,21 +31,8 @@ class InfAttack(Attack):
     such vectors and counts them against its ``f`` (``docs/kernels.md``).
     """
 
-    uses_honest_grads: bool = True
-
     def __init__(self, *, chunk_size: int = 8192) -> None:
         self.chunk_size: int = check_value("InfAttack", "chunk_size", chunk_size, Integer(low=1))
 
-    def apply(
-        self,
-        *,
-        model: nn.Module | None = None,
-        x: Tensor | None = None,
-        y: Tensor | None = None,
-        honest_grads: list[Any] | None = None,
-        base_grad: Any | None = None,
-    ) -> Any:
-        if not honest_grads:
-            raise ValidationError("InfAttack requires honest_grads (a non-empty list)")
-        honest, layout = stack(honest_grads, "honest_grads", "InfAttack")
-        return layout.restore(craft_one(Inf(), honest))
+    def _craft(self, honest: Tensor) -> Tensor:
+        return craft_one(Inf(), honest)

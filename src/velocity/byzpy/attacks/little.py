@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from velocity._validation import Integer, NoneOr, check_value
 from velocity.attacks import Little
-from velocity.byzpy._tensors import stack
-from velocity.byzpy.attacks._craft import craft_one
-from velocity.byzpy.attacks.base import Attack
+from velocity.byzpy.attacks._craft import FromHonestGrads, craft_one
 from velocity.errors import ValidationError
 
 __all__ = ["LittleAttack"]
@@ -20,7 +17,7 @@ __all__ = ["LittleAttack"]
 _P_CLAMP = 1e-12
 
 
-class LittleAttack(Attack):
+class LittleAttack(FromHonestGrads):
     r"""A Little Is Enough (Baruch, Baruch & Goldberg 2019): :math:`\mu + z_{\max}\,\sigma`.
 
     ``μ`` and ``σ`` are the coordinate-wise mean and (population) standard deviation of the
@@ -51,8 +48,6 @@ class LittleAttack(Attack):
     gradients into ByzPy's population σ. Float32 rows, cast to the inputs' dtype.
     """
 
-    uses_honest_grads: bool = True
-
     def __init__(self, f: int, N: int | None = None, *, chunk_size: int = 8192) -> None:
         self.f: int = check_value("LittleAttack", "f", f, Integer(low=0))
         self.N: int | None = check_value("LittleAttack", "N", N, NoneOr(Integer(low=1)))
@@ -67,18 +62,7 @@ class LittleAttack(Attack):
         p = min(max((total - s) / total, _P_CLAMP), 1.0 - _P_CLAMP)
         return NormalDist().inv_cdf(p)
 
-    def apply(
-        self,
-        *,
-        model: nn.Module | None = None,
-        x: Tensor | None = None,
-        y: Tensor | None = None,
-        honest_grads: list[Any] | None = None,
-        base_grad: Any | None = None,
-    ) -> Any:
-        if not honest_grads:
-            raise ValidationError("LittleAttack requires honest_grads (a non-empty list)")
-        honest, layout = stack(honest_grads, "honest_grads", "LittleAttack")
+    def _craft(self, honest: Tensor) -> Tensor:
         h = honest.shape[0]
         z = self.z_max(h) * (math.sqrt((h - 1) / h) if h > 1 else 0.0)
-        return layout.restore(craft_one(Little(z=z), honest))
+        return craft_one(Little(z=z), honest)

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from velocity.byzpy._tensors import input_sequence
 from velocity.byzpy.engine.graph.operator import OpContext, Operator
 
 __all__ = ["PreAggregator"]
@@ -40,15 +41,7 @@ class PreAggregator(Operator, ABC):
         TypeError
             If the value under it is not a sequence.
         """
-        if self.input_key not in inputs:
-            raise KeyError(f"{self.name} expects input key {self.input_key!r}")
-        values = inputs[self.input_key]
-        if not isinstance(values, Sequence) or isinstance(values, str | bytes):
-            raise TypeError(
-                f"{self.name} expects a sequence of vectors at {self.input_key!r}; "
-                f"got {type(values).__name__}"
-            )
-        return self.pre_aggregate(values)
+        return self.pre_aggregate(input_sequence(inputs, self.input_key, self.name))
 
     @abstractmethod
     def pre_aggregate(self, xs: Sequence[Any]) -> list[Any]:

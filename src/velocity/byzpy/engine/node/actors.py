@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from velocity.byzpy.engine.actor.factory import ActorBackend, resolve_backend
 from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
 
-__all__ = ["ByzantineNodeActor", "HonestNodeActor", "NodeActor", "call_node"]
+__all__ = ["ByzantineNodeActor", "HonestNodeActor", "NodeActor", "call_node", "check_nodes"]
 
 A = TypeVar("A", bound="NodeActor")
 
@@ -86,16 +86,22 @@ class NodeActor:
             self._closed = True
             await self._backend.close()
 
+    node_base: ClassVar[type] = object
+    """The class a node built by :meth:`spawn` must be an instance of."""
+
     @classmethod
-    async def _spawn(
+    async def spawn(
         cls: type[A],
         node_cls: Callable[..., object],
-        base: type,
         *,
-        backend: str | ActorBackend,
-        args: Sequence[object],
-        kwargs: Mapping[str, object] | None,
+        backend: str | ActorBackend = "thread",
+        args: Sequence[object] = (),
+        kwargs: Mapping[str, object] | None = None,
     ) -> A:
+        """Construct ``node_cls(*args, **kwargs)`` on ``backend``; it must be a
+        :attr:`node_base` (an HonestNode for :class:`HonestNodeActor`, a ByzantineNode for
+        :class:`ByzantineNodeActor`)."""
+        base = cls.node_base
         if not callable(node_cls):
             raise TypeError(f"{cls.__name__}.spawn: node_cls must be a class; got {node_cls!r}")
         resolved = resolve_backend(backend)
@@ -117,33 +123,13 @@ class NodeActor:
 class HonestNodeActor(NodeActor):
     """An :class:`~velocity.byzpy.engine.node.base.HonestNode` on an actor."""
 
-    @classmethod
-    async def spawn(
-        cls,
-        node_cls: Callable[..., object],
-        *,
-        backend: str | ActorBackend = "thread",
-        args: Sequence[object] = (),
-        kwargs: Mapping[str, object] | None = None,
-    ) -> HonestNodeActor:
-        """Construct ``node_cls(*args, **kwargs)`` on ``backend``; it must be an HonestNode."""
-        return await cls._spawn(node_cls, HonestNode, backend=backend, args=args, kwargs=kwargs)
+    node_base: ClassVar[type] = HonestNode
 
 
 class ByzantineNodeActor(NodeActor):
     """A :class:`~velocity.byzpy.engine.node.base.ByzantineNode` on an actor."""
 
-    @classmethod
-    async def spawn(
-        cls,
-        node_cls: Callable[..., object],
-        *,
-        backend: str | ActorBackend = "thread",
-        args: Sequence[object] = (),
-        kwargs: Mapping[str, object] | None = None,
-    ) -> ByzantineNodeActor:
-        """Construct ``node_cls(*args, **kwargs)`` on ``backend``; it must be a ByzantineNode."""
-        return await cls._spawn(node_cls, ByzantineNode, backend=backend, args=args, kwargs=kwargs)
+    node_base: ClassVar[type] = ByzantineNode
 
 
 async def call_node(node: object, method: str, *args: object, **kwargs: object) -> object:
@@ -155,3 +141,33 @@ async def call_node(node: object, method: str, *args: object, **kwargs: object) 
     if not callable(fn):
         raise AttributeError(f"{type(node).__name__} has no method {method!r}")
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def check_nodes(
+    nodes: object,
+    actor: type[NodeActor],
+    owner: str,
+    what: str,
+    methods: Sequence[str] = (),
+) -> list[object]:
+    """``nodes`` as a list of ``actor`` actors or plain nodes of its :attr:`NodeActor.node_base`,
+    each having ``methods``; else ``ConfigurationError`` naming ``owner.what[index]``."""
+    from velocity.errors import ConfigurationError
+
+    kinds = (actor, actor.node_base)
+    names = " or ".join(k.__name__ for k in kinds)
+    if isinstance(nodes, str | bytes) or not isinstance(nodes, Sequence):
+        raise ConfigurationError(f"{owner}.{what} must be a list of {names}; got {nodes!r}")
+    for index, node in enumerate(nodes):
+        if not isinstance(node, kinds):
+            raise ConfigurationError(
+                f"{owner}.{what}[{index}] must be a {names}; got {type(node).__name__}"
+            )
+        obj = node.node if isinstance(node, NodeActor) else node
+        missing = [m for m in methods if not callable(getattr(obj, m, None))]
+        if missing:
+            raise ConfigurationError(
+                f"{owner}.{what}[{index}] ({type(obj).__name__}) lacks {', '.join(missing)}; "
+                "mix in velocity.byzpy.engine.node.mixin.P2PHonestMixin / P2PByzantineMixin"
+            )
+    return list(nodes)

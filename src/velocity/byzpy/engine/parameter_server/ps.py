@@ -51,6 +51,7 @@ from velocity.byzpy.engine.node.actors import (
     HonestNodeActor,
     NodeActor,
     call_node,
+    check_nodes,
 )
 from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
@@ -254,9 +255,9 @@ class ParameterServer:
         scheduler_metadata: Mapping[str, object] | None = None,
     ) -> None:
         who = "ParameterServer"
-        self._honest = _nodes(honest_nodes, (HonestNodeActor, HonestNode), "honest_nodes")
-        self._byzantine = _nodes(
-            byzantine_nodes or [], (ByzantineNodeActor, ByzantineNode), "byzantine_nodes"
+        self._honest = check_nodes(honest_nodes, HonestNodeActor, who, "honest_nodes")
+        self._byzantine = check_nodes(
+            byzantine_nodes or [], ByzantineNodeActor, who, "byzantine_nodes"
         )
         if not self._honest:
             raise ConfigurationError(f"{who} needs at least one honest node; honest_nodes is empty")
@@ -431,15 +432,3 @@ class ParameterServer:
     @property
     def closed(self) -> bool:
         return self._closed
-
-
-def _nodes(nodes: object, kinds: tuple[type, ...], what: str) -> list[object]:
-    names = " or ".join(k.__name__ for k in kinds)
-    if isinstance(nodes, str | bytes) or not isinstance(nodes, Sequence):
-        raise ConfigurationError(f"ParameterServer.{what} must be a list of {names}; got {nodes!r}")
-    for index, node in enumerate(nodes):
-        if not isinstance(node, kinds):
-            raise ConfigurationError(
-                f"ParameterServer.{what}[{index}] must be a {names}; got {type(node).__name__}"
-            )
-    return list(nodes)

@@ -30,7 +30,7 @@ kept in :attr:`PeerToPeer.contexts`); the vectorized trainer for large runs is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -40,8 +40,8 @@ from velocity.byzpy.engine.node.actors import (
     HonestNodeActor,
     NodeActor,
     call_node,
+    check_nodes,
 )
-from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
 from velocity.p2p.mixing import consensus_distance
 from velocity.p2p.topology import Topology
@@ -50,31 +50,6 @@ __all__ = ["PeerToPeer"]
 
 _HONEST_METHODS = ("p2p_half_step", "p2p_aggregate_and_set", "get_param_vector")
 _BYZANTINE_METHODS = ("p2p_broadcast_vector",)
-
-
-def _node_object(node: object) -> object:
-    return node.node if isinstance(node, NodeActor) else node
-
-
-def _check_nodes(
-    nodes: object, kinds: tuple[type, ...], methods: Sequence[str], what: str
-) -> list[object]:
-    names = " or ".join(k.__name__ for k in kinds)
-    if isinstance(nodes, str | bytes) or not isinstance(nodes, Sequence):
-        raise ConfigurationError(f"PeerToPeer.{what} must be a list of {names}; got {nodes!r}")
-    for index, node in enumerate(nodes):
-        obj = _node_object(node)
-        if not isinstance(node, kinds) and not isinstance(obj, kinds):
-            raise ConfigurationError(
-                f"PeerToPeer.{what}[{index}] must be a {names}; got {type(node).__name__}"
-            )
-        missing = [m for m in methods if not callable(getattr(obj, m, None))]
-        if missing:
-            raise ConfigurationError(
-                f"PeerToPeer.{what}[{index}] ({type(obj).__name__}) lacks {', '.join(missing)}; "
-                "mix in velocity.byzpy.engine.node.mixin.P2PHonestMixin / P2PByzantineMixin"
-            )
-    return list(nodes)
 
 
 class PeerToPeer:
@@ -119,14 +94,15 @@ class PeerToPeer:
         channel_name: str = "p2p",
         context_factory: Callable[[str, int], object] | None = None,
     ) -> None:
-        self._honest = _check_nodes(
-            honest_nodes, (HonestNodeActor, HonestNode), _HONEST_METHODS, "honest_nodes"
+        self._honest = check_nodes(
+            honest_nodes, HonestNodeActor, "PeerToPeer", "honest_nodes", _HONEST_METHODS
         )
-        self._byzantine = _check_nodes(
+        self._byzantine = check_nodes(
             byzantine_nodes or [],
-            (ByzantineNodeActor, ByzantineNode),
-            _BYZANTINE_METHODS,
+            ByzantineNodeActor,
+            "PeerToPeer",
             "byzantine_nodes",
+            _BYZANTINE_METHODS,
         )
         if not self._honest:
             raise ConfigurationError(
