@@ -481,6 +481,24 @@ class TrackingConfig(_Section):
     dir: str | None = Field(default=None, min_length=1)
 
 
+class ParameterServerConfig(_Section):
+    """ByzPy's parameter server instead of federated rounds (``docs/byzpy.md``).
+
+    With ``enabled: true`` the ``training.num_clients`` clients are nodes: the last
+    ``byzantine`` of them run ``attack`` (an attack as in ``attacks:``; required iff
+    ``byzantine``), the others hold their partition and compute one minibatch gradient
+    (``client.batch_size``, worker momentum ``client.momentum``) per round at the global
+    parameters; ``strategy`` (pre-aggregators and an aggregator, no server optimizer)
+    combines the gradients and the server steps ``x ← x − client.lr · agg``.
+    ``update_byzantines`` refreshes the Byzantine nodes' own parameters every round.
+    """
+
+    enabled: bool = False
+    byzantine: int = Field(default=0, ge=0)
+    attack: str | dict[str, Any] | None = None
+    update_byzantines: bool = False
+
+
 class P2PConfig(_Section):
     """Decentralized (peer-to-peer) training instead of a server (``docs/p2p.md``).
 
@@ -543,6 +561,7 @@ class ExperimentConfig(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     p2p: P2PConfig = Field(default_factory=P2PConfig)
+    parameter_server: ParameterServerConfig = Field(default_factory=ParameterServerConfig)
 
     @field_validator("name")
     @classmethod
@@ -721,6 +740,87 @@ class ExperimentConfig(_Section):
             )
         return problems
 
+    def _check_parameter_server(self) -> list[str]:
+        """The ``parameter_server`` section: nodes, attack, strategy, and what a parameter
+        server does not do (refused, not ignored)."""
+        section = self.parameter_server
+        if not section.enabled:
+            return []
+        problems: list[str] = []
+        n = self.training.num_clients
+        b = section.byzantine
+        if self.p2p.enabled:
+            problems.append("parameter_server: p2p is enabled too; choose one of them")
+        if b >= n:
+            problems.append(
+                f"parameter_server.byzantine: must be < training.num_clients ({n}), leaving an "
+                f"honest node; got {b}"
+            )
+        if b and section.attack is None:
+            problems.append("parameter_server.attack: Byzantine nodes need an attack")
+        if not b and section.attack is not None:
+            problems.append(
+                "parameter_server.attack: an attack needs parameter_server.byzantine > 0"
+            )
+        if section.attack is not None:
+            from velocity.attacks import SybilNodes, parse_attack
+
+            try:
+                attack = parse_attack(section.attack)
+            except ValueError as error:
+                problems.append(f"parameter_server.attack: {error}")
+            else:
+                if isinstance(attack, SybilNodes):
+                    problems.append(
+                        "parameter_server.attack: sybil_nodes adds identities, which a fixed "
+                        "node set does not have; use 'empire' on the Byzantine nodes"
+                    )
+        strategy = self.strategy_obj()
+        if strategy.server_optimizer is not None:
+            problems.append(
+                f"strategy: the parameter server steps x ← x − client.lr · agg itself; "
+                f"{type(strategy.server_optimizer).__name__} cannot apply (use the aggregator "
+                "and pre-aggregators only)"
+            )
+        off = {
+            "privacy": self.privacy.enabled,
+            "secure_aggregation": self.secure_aggregation.enabled,
+            "compression": self.compression.enabled,
+            "async_fl": self.async_fl.enabled,
+            "simulation.straggler": self.simulation.straggler.enabled,
+            "metrics": any(
+                (self.metrics.weight_divergence, self.metrics.cosine_similarity,
+                 self.metrics.client_eval)
+            ),
+        }  # fmt: skip
+        for name, on in off.items():
+            if on:
+                problems.append(f"parameter_server: {name} applies to federated rounds; disable it")
+        if self.attacks:
+            problems.append(
+                "parameter_server: use parameter_server.byzantine and .attack instead of the "
+                "attacks list"
+            )
+        training_default, client_default = TrainingConfig(), ClientConfig()
+        explicit = {
+            "training.client_fraction": self.training.client_fraction
+            != training_default.client_fraction,
+            "training.min_clients": self.training.min_clients != training_default.min_clients,
+            "simulation.dropout_rate": self.simulation.dropout_rate > 0,
+            "backend": self.backend.type != "sequential",
+        }
+        for name in ("local_epochs", "local_steps", "weight_decay", "prox_mu", "optimizer",
+                     "keep_optimizer_state"):  # fmt: skip
+            explicit[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
+        for name, set_ in explicit.items():
+            if set_:
+                problems.append(
+                    f"parameter_server: {name} does not apply (every node sends one minibatch "
+                    "gradient per round; client.lr, client.batch_size and client.momentum are "
+                    "the settings); remove it"
+                )
+        return problems
+
     def _check_p2p(self) -> list[str]:
         """The ``p2p`` section: its topology, attack and mixing rule, and the sections that
         belong to server-based runs (refused, not ignored)."""
@@ -876,6 +976,7 @@ class ExperimentConfig(_Section):
         problems.extend(self._check_privacy())
         problems.extend(self._check_async())
         problems.extend(self._check_p2p())
+        problems.extend(self._check_parameter_server())
         governance = self.governance
         if governance.sign and governance.signing_key is None:
             problems.append(
@@ -993,9 +1094,10 @@ class ExperimentConfig(_Section):
         data = self.model_dump(mode="json", exclude={"strategy", "attacks"})
         data["strategy"] = _plain(to_dict(self.strategy_obj()))
         data["attacks"] = [_plain(spec.to_dict()) for spec in self.attack_specs()]
-        # A server-based run's resolved form (and so its hash) does not change with the
-        # p2p section's arrival: the section is written only when it is on.
-        keys = [k for k in type(self).model_fields if k != "p2p" or self.p2p.enabled]
+        # A federated run's resolved form (and so its hash) does not change with the p2p and
+        # parameter_server sections' arrival: each is written only when it is on.
+        optional = {"p2p": self.p2p.enabled, "parameter_server": self.parameter_server.enabled}
+        keys = [k for k in type(self).model_fields if optional.get(k, True)]
         ordered = {key: data[key] for key in keys}
         result: dict[str, Any] = _plain(ordered)
         return result

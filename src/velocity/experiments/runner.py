@@ -46,7 +46,9 @@ def build_simulation(
 
     ``datasets`` (train, test) skips loading when the caller already holds them; ``stages``
     are extra server stages before aggregation (the audit trail's). The ``metrics`` section
-    adds the research stage and the per-client evaluator.
+    adds the research stage and the per-client evaluator. With ``parameter_server.enabled``
+    the federation is ByzPy's parameter server
+    (:func:`velocity.experiments.parameter_server.build_parameter_server`).
     """
     from velocity.client import TrainConfig
     from velocity.server.builder import make_simulation
@@ -61,6 +63,10 @@ def build_simulation(
             "build_simulation wires a server-based federation; a config with p2p.enabled is "
             "built by velocity.experiments.p2p.build_p2p"
         )
+    if config.parameter_server.enabled:
+        from velocity.experiments.parameter_server import build_parameter_server
+
+        return build_parameter_server(config, seed=seed, datasets=datasets, stages=stages)
     guard = protections(config, seed=seed)
     strategy = config.strategy_obj()
     aggregator = strategy.aggregator

@@ -69,7 +69,7 @@ from velocity.attacks import Attack, AttackSpec, SybilNodes, parse_attack
 from velocity.client import WorkerMomentum, run_client_stages
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
 from velocity.server.builder import build_engine
-from velocity.server.engine import RoundEngine
+from velocity.server.engine import Evaluator, RoundEngine
 from velocity.sim.population import ClientPopulation
 from velocity.sim.provider import (
     ClientWork,
@@ -82,11 +82,12 @@ from velocity.strategies import (
     Aggregator,
     Pipeline,
     PreAggregator,
+    RoundBatch,
     ServerOptimizer,
     ServerSGD,
     parse_strategy,
 )
-from velocity.types import ClientStateStore, ClientUpdate, ParamSpec, StageContext
+from velocity.types import ClientStateStore, ClientUpdate, ParamSpec, Stage, StageContext
 
 if TYPE_CHECKING:
     from velocity._validation import Constraint
@@ -551,6 +552,15 @@ class ParameterServer:
         poisoning ``(seed, round, node, "poison")``, attacks ``(seed, round, "attack", j)``
         and randomized aggregation ``(seed, round, "aggregate")``. The same seed gives
         bit-identical parameters after any number of rounds.
+    evaluate : callable ``(params) -> (loss, accuracy)``, optional
+        Evaluates the global parameters (flat, in :attr:`spec`'s layout) in round 1, every
+        ``eval_every`` rounds and the last round of :meth:`RoundEngine.run`; the results are
+        the history's ``global_loss`` / ``global_accuracy`` (what the YAML
+        ``parameter_server:`` section wires to the test set).
+    eval_every : int
+        ``>= 1``.
+    stages : sequence of server stages, optional
+        Extra stages before aggregation (the audit trail's, as in :func:`build_engine`).
 
     Raises
     ------
@@ -579,6 +589,9 @@ class ParameterServer:
         *,
         lr: float = 0.05,
         seed: int = 0,
+        evaluate: Evaluator | None = None,
+        eval_every: int = 1,
+        stages: Sequence[Stage[RoundBatch]] = (),
     ) -> None:
         honest = _node_list(honest_nodes, HonestNode, "honest_nodes")
         byzantine = _node_list(byzantine_nodes, ByzantineNode, "byzantine_nodes")
@@ -590,6 +603,12 @@ class ParameterServer:
         update_byzantines = check_value(owner, "update_byzantines", update_byzantines, Boolean())
         lr = check_value(owner, "lr", lr, Real(low=0, low_open=True))
         seed = check_value(owner, "seed", seed, Integer())
+        eval_every = check_value(owner, "eval_every", eval_every, Integer(low=1))
+        if evaluate is not None and not callable(evaluate):
+            raise ConfigurationError(
+                f"{owner}.evaluate must be callable(params) -> (loss, accuracy) or None; "
+                f"got {evaluate!r}"
+            )
         spec = honest[0].spec
         _check_architectures(spec, honest, byzantine)
 
@@ -617,9 +636,13 @@ class ParameterServer:
             spec=spec,
             init_params=init,
             strategy=Pipeline(*pres, agg, _GradientStep(lr=float(lr))),
-            settings=SimulationSettings(seed=seed, client_fraction=1.0, min_clients=n),
+            settings=SimulationSettings(
+                seed=seed, client_fraction=1.0, min_clients=n, eval_every=eval_every
+            ),
             attacks=[AttackSpec(node.attack, clients=(h + j,)) for j, node in enumerate(byzantine)],
             client_state=store,
+            evaluate=evaluate,
+            stages=stages,
         )
         self._provider = provider
         self._honest = tuple(honest)
