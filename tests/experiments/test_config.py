@@ -479,8 +479,10 @@ def test_resolved_round_trips_through_yaml(data: dict[str, Any]) -> None:
 
 def test_resolved_fills_everything() -> None:
     resolved = parse_config(BASE).resolved()
-    # every field, except the p2p section, written only when enabled (hashes stay stable)
-    assert list(resolved) == [f for f in ExperimentConfig.model_fields if f != "p2p"]
+    # every field, except the p2p and parameter_server sections, written only when enabled
+    # (so federated runs' hashes stay stable)
+    optional = {"p2p", "parameter_server"}
+    assert list(resolved) == [f for f in ExperimentConfig.model_fields if f not in optional]
     assert resolved["strategy"] == {"type": "FedAvg", "nonfinite": "drop"}
     assert resolved["simulation"]["straggler"]["delay_distribution"] == "lognormal"
     assert resolved["privacy"] == {

@@ -36,7 +36,7 @@ def matrices(n: int = 6, d: int = 5) -> st.SearchStrategy[list[list[float]]]:
 
 
 def ref_norm(v: list[float]) -> float:
-    return math.sqrt(math.fsum(x * x for x in v))
+    return math.hypot(*v)  # no underflow of the squares (a row of 4e-219 has a norm)
 
 
 def ref_divergence(rows: list[list[float]], g: list[float]) -> list[float]:
@@ -55,8 +55,9 @@ def ref_cosine(rows: list[list[float]], r: list[float]) -> list[float]:
         if na == 0 or nb == 0:
             out.append(0.0)
         else:
-            dot = math.fsum(a * b for a, b in zip(row, r, strict=True))
-            out.append(max(-1.0, min(1.0, dot / (na * nb))))
+            # normalise first: a product of tiny entries would underflow to 0
+            dot = math.fsum((a / na) * (b / nb) for a, b in zip(row, r, strict=True))
+            out.append(max(-1.0, min(1.0, dot)))
     return out
 
 
