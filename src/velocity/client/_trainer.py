@@ -156,6 +156,11 @@ class Trainer:
         self._params = [p for _, p in trainable]
 
     @property
+    def loss_fn(self) -> LossFn:
+        """The loss ``loss_fn(output, target)`` the trainer minimises."""
+        return self._loss_fn
+
+    @property
     def model(self) -> nn.Module:
         """The model being trained (its parameters are those of the last call)."""
         return self._model

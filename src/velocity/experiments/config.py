@@ -447,10 +447,12 @@ class BackendConfig(_Section):
     ``sequential`` (default): in this process, one after another; ``loopback``: every task
     and update through bytes, as over a network (``max_bytes`` bounds a frame);
     ``out_of_order``: tasks executed in a random order and delivered at random virtual
-    times (``seed``, ``spread_s``). Every backend gives the same model.
+    times (``seed``, ``spread_s``); these three give the same model. ``vectorized``: dataset
+    clients trained K at once with ``torch.func`` (the same updates up to float rounding);
+    ``auto``: ``vectorized`` where the model and training allow it, else ``sequential``.
     """
 
-    type: Literal["sequential", "loopback", "out_of_order"] = "sequential"
+    type: Literal["sequential", "loopback", "out_of_order", "vectorized", "auto"] = "sequential"
     seed: int = Field(default=0, ge=0)
     spread_s: float = Field(default=1.0, gt=0)
     max_bytes: int | None = Field(default=None, ge=1024)

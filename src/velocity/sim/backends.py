@@ -9,14 +9,21 @@ gradient nodes). A backend runs those same clients behind another seam:
 ``sequential``  the base provider itself (the default)
 ``loopback``    every task and update through bytes (JSON + safetensors), as over a wire
 ``out_of_order`` tasks executed in a random order, results at random virtual times
+``vectorized``  dataset clients trained K at once with ``torch.func`` (vmap over stacked
+                parameters, :class:`~velocity.sim.vectorized.VectorizedClients`)
+``auto``        ``vectorized`` when the model and training allow it, else ``sequential``
+                (the reason logged on the ``velocity.sim`` logger)
 ==============  =========================================================================
 
-All backends give bit-identical models for the same configuration and seed. Unknown names
+``sequential``, ``loopback`` and ``out_of_order`` give bit-identical models for the same
+configuration and seed. ``vectorized`` gives the same updates up to float rounding (batched
+matrix products; it is itself deterministic and independent of its chunk size). Unknown names
 fail with the list of known ones (``velocity backends`` prints it).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -47,6 +54,36 @@ class Backend:
     wrap: Callable[[UpdateProvider, BackendSpec], UpdateProvider]
 
 
+_LOG = logging.getLogger("velocity.sim")
+
+
+def _vectorized(base: UpdateProvider, spec: BackendSpec) -> UpdateProvider:
+    from velocity.sim.provider import SequentialClients
+    from velocity.sim.vectorized import vectorized_from
+
+    if not isinstance(base, SequentialClients):
+        raise ConfigurationError(
+            "backend.type: vectorized trains dataset clients (SequentialClients); this "
+            f"federation's clients are {type(base).__name__}"
+        )
+    return vectorized_from(base)
+
+
+def _auto(base: UpdateProvider, spec: BackendSpec) -> UpdateProvider:
+    from velocity.sim.provider import SequentialClients
+    from velocity.sim.vectorized import can_vectorize, vectorized_from
+
+    if not isinstance(base, SequentialClients):
+        _LOG.info("backend auto: sequential (%s clients are not vectorized)", type(base).__name__)
+        return base
+    ok, reason = can_vectorize(base.trainer.model, base.trainer.config)
+    if not ok:
+        _LOG.info("backend auto: sequential, not vectorized: %s", reason)
+        return base
+    _LOG.info("backend auto: vectorized")
+    return vectorized_from(base)
+
+
 BACKENDS: Final[dict[str, Backend]] = {
     b.name: b
     for b in (
@@ -66,6 +103,17 @@ BACKENDS: Final[dict[str, Backend]] = {
             "tasks executed in a random order, results delivered at random virtual times; "
             "options: seed, spread_s",
             lambda base, spec: OutOfOrderClients(base, seed=spec.seed, spread_s=spec.spread_s),
+        ),
+        Backend(
+            "vectorized",
+            "dataset clients trained K at once (torch.func vmap over stacked parameters); "
+            "same updates up to float rounding",
+            _vectorized,
+        ),
+        Backend(
+            "auto",
+            "vectorized when the model and training allow it, else sequential (reason logged)",
+            _auto,
         ),
     )
 }

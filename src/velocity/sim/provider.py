@@ -220,9 +220,15 @@ class SimulatedClients(UpdateProvider):
             return 0.0
         return self.straggler.delay(index, seed=self.seed, round_=round_)
 
+    def train_batch(self, works: Sequence[ClientWork]) -> None:
+        """Called once per collect with every work item about to be trained, before the
+        :meth:`train` calls (which follow in task order). The default does nothing; a
+        provider that trains many clients at once (``VectorizedClients``) trains them here
+        and lets :meth:`train` pick each result up."""
+
     def _train_ready(self, ready: list[tuple[ClientTask, int, float]]) -> list[Result]:
         plans = self._plans
-        results: list[Result] = []
+        items: list[tuple[ClientTask, int, float, ClientWork, bool]] = []
         for task, index, arrival in ready:
             out = task.out if task.out is not None else torch.empty_like(task.params)
             plan = plans.get(task.round)
@@ -233,13 +239,18 @@ class SimulatedClients(UpdateProvider):
                 poison=None if plan is None else plan.poison.get(index),
                 adversarial=plan is not None and index in plan.adversarial,
             )
-            if plan is not None and index in plan.craft_only:
-                # An adversary that only crafts does not train: its row is the adversary
-                # stage's to fill; it claims its population sample count.
-                out.zero_()
+            # An adversary that only crafts does not train: its row is the adversary stage's.
+            craft_only = plan is not None and index in plan.craft_only
+            items.append((task, index, arrival, work, craft_only))
+        self.train_batch([work for *_, work, craft_only in items if not craft_only])
+        results: list[Result] = []
+        for task, index, arrival, work, craft_only in items:
+            if craft_only:
+                # it fills its row at the adversary stage; it claims its population sample count
+                work.out.zero_()
                 claims = {"initial_loss": 0.0} if wants_initial_loss(task) else {}
                 update = ClientUpdate(
-                    task.client_id, self.population.num_samples(index), out, metrics=claims
+                    task.client_id, self.population.num_samples(index), work.out, metrics=claims
                 )
             else:
                 update = self.train(work)
@@ -252,7 +263,7 @@ class SimulatedClients(UpdateProvider):
                         update, round=task.round, base_version=task.version, arrived_at=arrival
                     ),
                     work,
-                    trained=not (plan is not None and index in plan.craft_only),
+                    trained=not craft_only,
                 )
             )
         return results
