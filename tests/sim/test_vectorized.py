@@ -194,8 +194,8 @@ def test_vectorized_from_takes_over_the_configured_population() -> None:
     assert vec.dropout is seq.dropout
     assert vec.seed == seq.seed
     assert vec.trainer is trainer
-    with pytest.raises(ConfigurationError, match="chunk_clients, memory_mb"):
-        vectorized_from(seq, chunk=4)
+    with pytest.raises(TypeError, match="chunk"):
+        vectorized_from(seq, chunk=4)  # type: ignore[call-arg]
 
 
 class _BN(nn.Module):
@@ -353,3 +353,25 @@ def _providers(engine: Any) -> list[object]:
         out.append(seen)
         seen = getattr(seen, "base", None)
     return out
+
+
+def test_velocity_server_takes_the_vectorized_backend(tmp_path: Any) -> None:
+    from velocity import VelocityServer
+
+    finals = []
+    for backend in ("sequential", "vectorized"):
+        server = VelocityServer(
+            "logreg",
+            "synthetic",
+            "FedAvg",
+            storage=f"local://{tmp_path / backend}",
+            num_clients=8,
+            seed=3,
+            partitioning="natural",
+            client_fraction=0.5,
+            train_config=TrainConfig(batch_size=8, local_steps=2, lr=0.1),
+            backend=backend,
+        )
+        server.run(rounds=2)
+        finals.append(server.engine.global_params)
+    assert torch.allclose(finals[0], finals[1], atol=1e-5)

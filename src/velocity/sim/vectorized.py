@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import torch
 from torch import Tensor, nn
@@ -576,10 +576,15 @@ class VectorizedClients(SequentialClients):
         return [v / n for v, n in zip(total.tolist(), sizes, strict=True)]
 
 
-def vectorized_from(seq: SequentialClients, **kw: Any) -> VectorizedClients:
+def vectorized_from(
+    seq: SequentialClients,
+    *,
+    chunk_clients: int | None = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> VectorizedClients:
     """A :class:`VectorizedClients` over ``seq``'s trainer, data, population and behaviour.
 
-    ``kw`` are :class:`VectorizedClients`' own settings (``chunk_clients``, ``memory_mb``).
+    ``chunk_clients`` and ``memory_mb`` are :class:`VectorizedClients`' own settings.
     The simulated behaviour (dropout, stragglers, adversary, client stages, encoder, client
     state and spec) is taken over as ``seq`` holds it, so the result can replace ``seq``
     before or after :meth:`~velocity.sim.SimulatedClients.configure`.
@@ -588,12 +593,6 @@ def vectorized_from(seq: SequentialClients, **kw: Any) -> VectorizedClients:
         raise ConfigurationError(
             f"vectorized_from needs a SequentialClients; got {type(seq).__name__}"
         )
-    unknown = set(kw) - {"chunk_clients", "memory_mb"}
-    if unknown:
-        raise ConfigurationError(
-            f"vectorized_from got unknown settings {sorted(unknown)}; accepted: "
-            "chunk_clients, memory_mb"
-        )
     out = VectorizedClients(
         seq.trainer,
         seq.x,
@@ -601,7 +600,8 @@ def vectorized_from(seq: SequentialClients, **kw: Any) -> VectorizedClients:
         seq.population,
         seed=seq.seed,
         num_classes=seq.num_classes,
-        **kw,
+        chunk_clients=chunk_clients,
+        memory_mb=memory_mb,
     )
     out.dropout = seq.dropout
     out.straggler = seq.straggler
