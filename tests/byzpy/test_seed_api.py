@@ -11,7 +11,6 @@ and class attributes.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
 import inspect
@@ -495,36 +494,23 @@ SEED_API: list[tuple[str, str, str, tuple[str, ...], tuple[tuple[str, str, str, 
     ),
 ]
 
-_KINDS = {
-    "posonly": inspect.Parameter.POSITIONAL_ONLY,
-    "arg": inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    "vararg": inspect.Parameter.VAR_POSITIONAL,
-    "kwonly": inspect.Parameter.KEYWORD_ONLY,
-    "kwarg": inspect.Parameter.VAR_KEYWORD,
-}
 _NO_DEFAULT = object()
 
 
 def _seed_params(sig: str) -> list[tuple[str, inspect._ParameterKind, object]]:
-    """(name, kind, default) of each parameter of a seed signature string."""
-    fn = ast.parse(f"def f{sig}: pass").body[0]
-    assert isinstance(fn, ast.FunctionDef)
-    a = fn.args
-    out: list[tuple[str, inspect._ParameterKind, object]] = []
-    positional = [*a.posonlyargs, *a.args]
-    defaults: list[object] = [_NO_DEFAULT] * (len(positional) - len(a.defaults)) + [
-        ast.literal_eval(d) for d in a.defaults
+    """(name, kind, default) of each parameter of a seed signature string.
+
+    Compiled (annotations kept as strings) rather than parsed with :mod:`ast`: CPython 3.11's
+    ast object construction is not thread-safe (``AST constructor recursion depth mismatch``
+    when another thread parses at the same time), and these tests run beside thread actors.
+    """
+    code = compile(f"from __future__ import annotations\ndef f{sig}: pass\n", "<seed>", "exec")
+    namespace: dict[str, Any] = {}
+    exec(code, {"__builtins__": {"__import__": __import__}}, namespace)
+    return [
+        (p.name, p.kind, _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(namespace["f"]).parameters.values()
     ]
-    for k, (arg, default) in enumerate(zip(positional, defaults, strict=True)):
-        kind = _KINDS["posonly"] if k < len(a.posonlyargs) else _KINDS["arg"]
-        out.append((arg.arg, kind, default))
-    if a.vararg is not None:
-        out.append((a.vararg.arg, _KINDS["vararg"], _NO_DEFAULT))
-    for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True):
-        out.append((arg.arg, _KINDS["kwonly"], _NO_DEFAULT if d is None else ast.literal_eval(d)))
-    if a.kwarg is not None:
-        out.append((a.kwarg.arg, _KINDS["kwarg"], _NO_DEFAULT))
-    return out
 
 
 def _our_params(obj: Any, *, drop_self: bool) -> list[tuple[str, inspect._ParameterKind, object]]:
@@ -583,7 +569,8 @@ def test_entry_matches_the_seed(
             assert isinstance(static, property), f"{qualname}.{member} is not a property"
         elif member_kind == "attribute":
             if msig:
-                assert getattr(obj, member) == ast.literal_eval(msig), f"{qualname}.{member}"
+                value = eval(compile(msig, "<seed>", "eval"), {"__builtins__": {}})  # a literal
+                assert getattr(obj, member) == value, f"{qualname}.{member}"
             elif dataclasses.is_dataclass(obj):
                 assert member in {f.name for f in dataclasses.fields(obj)}, f"{qualname}.{member}"
             else:
