@@ -534,6 +534,18 @@ class P2PConfig(_Section):
 
 StrategySpec = str | dict[str, Any] | list[Any]
 
+_FEDERATED_SECTIONS: tuple[str, ...] = (
+    "privacy",
+    "secure_aggregation",
+    "compression",
+    "async_fl",
+    "governance",
+    "tracking",
+    "simulation.straggler",
+    "metrics",
+)
+"""Sections :meth:`ExperimentConfig._federated_settings` reports as on or off."""
+
 
 class ExperimentConfig(_Section):
     """One experiment. Build it with :func:`load_config` or :func:`parse_config`.
@@ -742,6 +754,44 @@ class ExperimentConfig(_Section):
             )
         return problems
 
+    def _federated_settings(self) -> dict[str, bool]:
+        """Which settings of federated rounds this config uses: each section of
+        :data:`_FEDERATED_SECTIONS` that is on, and each value that differs from its default
+        (compared with the defaults, not with ``model_fields_set``: a resolved config, as
+        ``with_updates`` rebuilds it, sets every field). The p2p and parameter_server checks
+        refuse the ones that do not apply to them."""
+        from velocity.strategies import parse_strategy
+
+        metrics = self.metrics
+        on = {
+            "privacy": self.privacy.enabled,
+            "secure_aggregation": self.secure_aggregation.enabled,
+            "compression": self.compression.enabled,
+            "async_fl": self.async_fl.enabled,
+            "governance": self.governance.enabled,
+            "tracking": self.tracking.tensorboard or self.tracking.mlflow,
+            "simulation.straggler": self.simulation.straggler.enabled,
+            "metrics": any(
+                (metrics.weight_divergence, metrics.cosine_similarity, metrics.client_eval)
+            ),
+        }
+        training_default, client_default = TrainingConfig(), ClientConfig()
+        on.update(
+            {
+                "strategy": self.strategy_obj() != parse_strategy("FedAvg"),
+                "training.client_fraction": self.training.client_fraction
+                != training_default.client_fraction,
+                "training.min_clients": self.training.min_clients != training_default.min_clients,
+                "simulation.dropout_rate": self.simulation.dropout_rate > 0,
+                "backend": self.backend.type != "sequential",
+                "output.checkpoint_every": self.output.checkpoint_every is not None,
+            }
+        )
+        for name in ("local_epochs", "local_steps", "momentum", "weight_decay", "prox_mu",
+                     "optimizer", "keep_optimizer_state"):  # fmt: skip
+            on[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
+        return on
+
     def _check_parameter_server(self) -> list[str]:
         """The ``parameter_server`` section: nodes, attack, strategy, and what a parameter
         server does not do (refused, not ignored)."""
@@ -784,36 +834,19 @@ class ExperimentConfig(_Section):
                 f"{type(strategy.server_optimizer).__name__} cannot apply (use the aggregator "
                 "and pre-aggregators only)"
             )
-        off = {
-            "privacy": self.privacy.enabled,
-            "secure_aggregation": self.secure_aggregation.enabled,
-            "compression": self.compression.enabled,
-            "async_fl": self.async_fl.enabled,
-            "simulation.straggler": self.simulation.straggler.enabled,
-            "metrics": any(
-                (self.metrics.weight_divergence, self.metrics.cosine_similarity,
-                 self.metrics.client_eval)
-            ),
-        }  # fmt: skip
-        for name, on in off.items():
-            if on:
+        on = self._federated_settings()
+        for name in _FEDERATED_SECTIONS:
+            if name not in ("governance", "tracking") and on[name]:
                 problems.append(f"parameter_server: {name} applies to federated rounds; disable it")
         if self.attacks:
             problems.append(
                 "parameter_server: use parameter_server.byzantine and .attack instead of the "
                 "attacks list"
             )
-        training_default, client_default = TrainingConfig(), ClientConfig()
-        explicit = {
-            "training.client_fraction": self.training.client_fraction
-            != training_default.client_fraction,
-            "training.min_clients": self.training.min_clients != training_default.min_clients,
-            "simulation.dropout_rate": self.simulation.dropout_rate > 0,
-            "backend": self.backend.type != "sequential",
-        }
-        for name in ("local_epochs", "local_steps", "weight_decay", "prox_mu", "optimizer",
-                     "keep_optimizer_state"):  # fmt: skip
-            explicit[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
+        # the server's own step and the nodes' minibatch settings are the PS's; momentum is
+        # the nodes' worker momentum, governance and checkpoints work as in federated runs
+        kept = ("strategy", "output.checkpoint_every", "client.momentum")
+        explicit = {k: v for k, v in on.items() if k not in _FEDERATED_SECTIONS + kept}
         for name, set_ in explicit.items():
             if set_:
                 problems.append(
@@ -877,44 +910,16 @@ class ExperimentConfig(_Section):
                 problems.append(str(error).replace("DecentralizedSGD", "p2p"))
         if self.simulation.partitioning == "natural":
             problems.append("p2p: simulation.partitioning must be iid, dirichlet or shard")
-        off = {
-            "privacy": self.privacy.enabled,
-            "secure_aggregation": self.secure_aggregation.enabled,
-            "compression": self.compression.enabled,
-            "async_fl": self.async_fl.enabled,
-            "governance": self.governance.enabled,
-            "tracking": self.tracking.tensorboard or self.tracking.mlflow,
-            "simulation.straggler": self.simulation.straggler.enabled,
-            "metrics": any(
-                (self.metrics.weight_divergence, self.metrics.cosine_similarity,
-                 self.metrics.client_eval)
-            ),
-        }  # fmt: skip
-        for section, on in off.items():
-            if on:
+        on = self._federated_settings()
+        for section in _FEDERATED_SECTIONS:
+            if on[section]:
                 problems.append(
                     f"p2p: {section} applies to server-based runs; disable it for a "
                     "peer-to-peer run"
                 )
         if self.attacks:
             problems.append("p2p: use p2p.byzantine and p2p.attack instead of the attacks list")
-        # Compared with the defaults (not with model_fields_set: a resolved config, as
-        # with_updates rebuilds it, sets every field).
-        from velocity.strategies import parse_strategy
-
-        training_default, client_default = TrainingConfig(), ClientConfig()
-        explicit = {
-            "strategy": self.strategy_obj() != parse_strategy("FedAvg"),
-            "training.client_fraction": self.training.client_fraction
-            != training_default.client_fraction,
-            "training.min_clients": self.training.min_clients != training_default.min_clients,
-            "simulation.dropout_rate": self.simulation.dropout_rate > 0,
-            "backend": self.backend.type != "sequential",
-            "output.checkpoint_every": self.output.checkpoint_every is not None,
-        }
-        for name in ("local_epochs", "local_steps", "momentum", "weight_decay", "prox_mu",
-                     "optimizer", "keep_optimizer_state"):  # fmt: skip
-            explicit[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
+        explicit = {k: v for k, v in on.items() if k not in _FEDERATED_SECTIONS}
         for name, set_ in explicit.items():
             if set_:
                 problems.append(

@@ -19,10 +19,19 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
+from torch import Tensor
+
 from velocity.byzpy.engine.actor.factory import ActorBackend, resolve_backend
 from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
 
-__all__ = ["ByzantineNodeActor", "HonestNodeActor", "NodeActor", "call_node", "check_nodes"]
+__all__ = [
+    "ByzantineNodeActor",
+    "HonestNodeActor",
+    "NodeActor",
+    "call_node",
+    "check_nodes",
+    "node_vector",
+]
 
 A = TypeVar("A", bound="NodeActor")
 
@@ -171,3 +180,18 @@ def check_nodes(
                 "mix in velocity.byzpy.engine.node.mixin.P2PHonestMixin / P2PByzantineMixin"
             )
     return list(nodes)
+
+
+def node_vector(value: object, who: str, d: int | None) -> Tensor:
+    """What a node method returned, as a flat detached vector: a non-empty tensor of ``d``
+    entries (any length when ``None``), else ``ValidationError`` naming ``who``."""
+    from velocity.errors import ValidationError
+
+    if not isinstance(value, Tensor):
+        raise ValidationError(f"{who} returned {type(value).__name__}; expected a torch.Tensor")
+    if value.numel() == 0 or (d is not None and value.numel() != d):
+        want = "a non-empty vector" if d is None else f"{d} entries"
+        raise ValidationError(
+            f"{who} returned a tensor of shape {tuple(value.shape)}; expected {want}"
+        )
+    return value.detach().reshape(-1)

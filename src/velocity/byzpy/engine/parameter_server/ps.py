@@ -52,6 +52,7 @@ from velocity.byzpy.engine.node.actors import (
     NodeActor,
     call_node,
     check_nodes,
+    node_vector,
 )
 from velocity.byzpy.engine.node.base import ByzantineNode, HonestNode
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
@@ -91,16 +92,11 @@ class _Bridge:
 
 
 def _vector(value: object, who: str, d: int | None) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise ValidationError(f"{who} returned {type(value).__name__}; expected a torch.Tensor")
-    if value.numel() == 0 or (d is not None and value.numel() != d):
-        want = "a non-empty vector" if d is None else f"{d} entries"
-        raise ValidationError(
-            f"{who} returned a tensor of shape {tuple(value.shape)}; expected {want}"
-        )
-    if not value.is_floating_point():
-        raise ValidationError(f"{who} returned a {value.dtype} tensor; expected floating point")
-    return value.detach().reshape(-1).to("cpu", torch.float32)
+    """:func:`node_vector`, floating point, as the engine's float32 CPU row."""
+    vec = node_vector(value, who, d)
+    if not vec.is_floating_point():
+        raise ValidationError(f"{who} returned a {vec.dtype} tensor; expected floating point")
+    return vec.to("cpu", torch.float32)
 
 
 class _Nodes(SimulatedClients):

@@ -41,6 +41,7 @@ from velocity.byzpy.engine.node.actors import (
     NodeActor,
     call_node,
     check_nodes,
+    node_vector,
 )
 from velocity.errors import ConfigurationError, ProtocolError, ValidationError
 from velocity.p2p.mixing import consensus_distance
@@ -160,7 +161,9 @@ class PeerToPeer:
         raw = await asyncio.gather(
             *(call_node(node, "p2p_half_step", self.lr) for node in self._honest)
         )
-        halves = [_vector(v, f"honest_nodes[{i}].p2p_half_step()", None) for i, v in enumerate(raw)]
+        halves = [
+            node_vector(v, f"honest_nodes[{i}].p2p_half_step()", None) for i, v in enumerate(raw)
+        ]
         d = halves[0].numel()
         for i, v in enumerate(halves):
             if v.numel() != d:
@@ -178,7 +181,7 @@ class PeerToPeer:
                 neighbor_vectors=received or [template],
                 like=template,
             )
-            return _vector(crafted, f"byzantine_nodes[{j}].p2p_broadcast_vector()", d)
+            return node_vector(crafted, f"byzantine_nodes[{j}].p2p_broadcast_vector()", d)
 
         crafted = await asyncio.gather(*(craft(j) for j in range(len(self._byzantine))))
         sent = [*halves, *crafted]
@@ -193,7 +196,10 @@ class PeerToPeer:
             *(call_node(node, "get_param_vector") for node in self._honest)
         )
         stacked = torch.stack(
-            [_vector(p, f"honest_nodes[{i}].get_param_vector()", d) for i, p in enumerate(params)]
+            [
+                node_vector(p, f"honest_nodes[{i}].get_param_vector()", d)
+                for i, p in enumerate(params)
+            ]
         )
         self.history.append(
             {
@@ -210,14 +216,3 @@ class PeerToPeer:
         await asyncio.gather(
             *(n.close() for n in (*self._honest, *self._byzantine) if isinstance(n, NodeActor))
         )
-
-
-def _vector(value: object, who: str, d: int | None) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise ValidationError(f"{who} returned {type(value).__name__}; expected a torch.Tensor")
-    if value.numel() == 0 or (d is not None and value.numel() != d):
-        want = "a non-empty vector" if d is None else f"{d} entries"
-        raise ValidationError(
-            f"{who} returned a tensor of shape {tuple(value.shape)}; expected {want}"
-        )
-    return value.detach().reshape(-1)
