@@ -11,7 +11,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,ray]"
 # ByzPy 0.1.4, the reference of velocity.byzpy's agreement test (tests/byzpy): dev-only and
 # without its dependencies (it needs only torch and numpy for what the test imports).
 python -c "import byzpy" 2>/dev/null || python -m pip install -q --no-deps "byzpy==0.1.4" \
