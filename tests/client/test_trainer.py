@@ -459,3 +459,44 @@ def test_exports() -> None:
         "run_client_stages",
     ]
     assert all(hasattr(client, name) for name in client.__all__)
+
+
+def test_replaced_or_moved_parameters_are_seen(data: tuple[Tensor, Tensor]) -> None:
+    # The trainer caches flat views of the model's tensors; a parameter replaced by another
+    # object, or given new storage through ``.data``, must be trained, not the stale view.
+    x, y = data
+    config = TrainConfig(batch_size=5, lr=0.1)
+    rows = torch.arange(0, 20)
+    model = small_mlp()
+    trainer = Trainer(model, config)
+    global_params = flat(small_mlp())
+    first = trainer.train(global_params, x, y, rows, generator=torch.Generator().manual_seed(1))
+    expected = first.delta.clone()
+    assert isinstance(model[0], nn.Linear)
+    model[0].weight = nn.Parameter(torch.zeros_like(model[0].weight))
+    trainer = Trainer(model, config)  # trainable parameters are bound at construction
+    again = trainer.train(global_params, x, y, rows, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again.delta, expected)
+    model[2].bias.data = torch.zeros_like(model[2].bias)  # new storage, same Parameter
+    again = trainer.train(global_params, x, y, rows, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again.delta, expected)
+    torch.testing.assert_close(flat(model), global_params + expected)
+
+
+def test_models_with_integer_buffers_take_the_state_dict_path(
+    data: tuple[Tensor, Tensor],
+) -> None:
+    # BatchNorm's int64 num_batches_tracked is no float32 view: the general path loads and
+    # flattens it, and the update of the integer buffer is exact.
+    x, y = data
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(NUM_FEATURES, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+    spec = ParamSpec.from_module(model)
+    global_params = spec.flatten(model.state_dict())
+    trainer = Trainer(model, TrainConfig(batch_size=5, lr=0.1))
+    result = trainer.train(
+        global_params, x, y, torch.arange(20), generator=torch.Generator().manual_seed(0)
+    )
+    tracked = spec.unflatten(result.delta)["1.num_batches_tracked"]
+    assert int(tracked) == 4  # four steps, one batch count each

@@ -224,11 +224,39 @@ def test_a_tampered_update_is_rejected_and_counted() -> None:
     assert result.rejected == ("client-05",)
     (failure,) = result.failures
     assert failure.reason == "rejected"
-    assert "digest mismatch" in failure.message
+    # The in-process client wrote its row into the engine's stack (no digest needed there);
+    # a replaced delta is no longer that row and has no digest to vouch for it.
+    assert "carries no digest" in failure.message
     assert "client-05" not in result.participated
     assert result.num_clients == 11
     assert result.aggregation["n"] == 11
     assert result.to_dict()["rejected"] == ["client-05"]
+
+
+def test_a_tampered_update_with_its_digest_is_rejected() -> None:
+    engine = CASES["fedavg"]("sequential")
+
+    class _Stale(_Tamper):
+        """Digests the victim's row, then changes it: the digest no longer matches."""
+
+        def collect(
+            self, *, until: float | None = None, max_results: int | None = None
+        ) -> list[Result]:
+            out: list[Result] = []
+            for r in self.inner.collect(until=until, max_results=max_results):
+                if not isinstance(r, ClientFailure) and r.client_id == self.victim:
+                    assert r.delta is not None and r.digest is None  # an in-place row
+                    signed = r.with_digest()
+                    assert signed.delta is not None
+                    signed.delta[0] += 1.0
+                    r = signed
+                out.append(r)
+            return out
+
+    engine.provider = _Stale(engine.provider, "client-03")
+    result = engine.run_round()
+    assert result.rejected == ("client-03",)
+    assert "digest mismatch" in result.failures[0].message
 
 
 def test_a_tampered_payload_on_the_wire_is_rejected() -> None:

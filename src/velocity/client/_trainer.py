@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -154,6 +155,8 @@ class Trainer:
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self._param_names = [name for name, _ in trainable]
         self._params = [p for _, p in trainable]
+        self._optimizers: dict[tuple[object, ...], torch.optim.Optimizer] = {}
+        self._layout: _Layout | None = None
 
     @property
     def loss_fn(self) -> LossFn:
@@ -266,10 +269,14 @@ class Trainer:
             self.evaluate(global_params, x, y, indices=indices)[0] if initial_loss else None
         )
         model = self._model
-        device = self._device()
-        start_params = self._load(global_params)
+        layout = self._fast_layout()
+        device = self._device(layout)
+        self._load(global_params, layout)
         mu = config.prox_mu
-        anchors = [start_params[name].to(device) for name in self._param_names] if mu else []
+        anchors: list[Tensor] = []
+        if mu:
+            start = self._spec.unflatten(global_params)
+            anchors = [start[name].to(device) for name in self._param_names]
         rows = indices.to(x.device)
         move = x.device != device
 
@@ -280,9 +287,15 @@ class Trainer:
             if config.local_steps is not None
             else config.local_epochs * steps_per_epoch
         )
-        optimizer = self._optimizer(config, optimizer_state)
+        lean_lr = _lean_sgd_lr(config)
+        optimizer = (
+            None
+            if lean_lr is not None and config.dp_clip is None
+            else self._optimizer(config, optimizer_state)
+        )
         loss_fn = self._loss_fn
         if config.dp_clip is not None:
+            assert optimizer is not None
             result = self._train_dpsgd(
                 config,
                 x,
@@ -303,6 +316,7 @@ class Trainer:
         targets: list[Tensor] = []
         classify: bool | None = None
 
+        params = self._params
         model.train()
         step = 0
         while step < total:
@@ -317,11 +331,16 @@ class Trainer:
                     yb = yb.to(device, non_blocking=True)
                 output = model(xb)
                 loss = loss_fn(output, yb)
-                optimizer.zero_grad()
+                for p in params:  # optimizer.zero_grad(): set_to_none
+                    p.grad = None
                 torch.autograd.backward(loss)
                 if mu:
                     self._add_proximal_gradient(mu, anchors)
-                optimizer.step()
+                if optimizer is None:
+                    assert lean_lr is not None
+                    _sgd_step(params, lean_lr)
+                else:
+                    optimizer.step()
                 losses.append(loss.detach())
                 if classify is None:
                     classify = _is_classification(output, yb)
@@ -329,10 +348,11 @@ class Trainer:
                     predictions.append(output.argmax(1))
                     targets.append(yb)
             step += min(steps_per_epoch, total - step)
-        optimizer.zero_grad()  # free the gradients; the optimizer state goes with it
+        for p in params:  # free the gradients
+            p.grad = None
 
+        self._flatten_into(out, layout)
         with torch.no_grad():
-            self._spec.flatten(model.state_dict(), out=out)
             out.sub_(global_params)
 
         samples_seen = (total // steps_per_epoch) * n + min(
@@ -361,6 +381,23 @@ class Trainer:
     ) -> torch.optim.Optimizer:
         """A fresh optimizer of ``config.optimizer`` over the trainable parameters, holding a
         copy of ``state`` (see :meth:`train`)."""
+        reusable = not config.keep_optimizer_state
+        cache_key = (
+            config.optimizer,
+            config.lr,
+            config.momentum,
+            config.weight_decay,
+            config.beta1,
+            config.beta2,
+            config.eps,
+        )
+        if reusable and (state is None or not len(state)):
+            # A fresh optimizer per client, without constructing one: the cached one with its
+            # state dropped steps exactly as a new one would.
+            cached = self._optimizers.get(cache_key)
+            if cached is not None:
+                cached.state.clear()
+                return cached
         optimizer: torch.optim.Optimizer
         if config.optimizer == "adamw":
             optimizer = torch.optim.AdamW(
@@ -378,6 +415,10 @@ class Trainer:
                 weight_decay=config.weight_decay,
             )
         if state is None or not len(state):
+            if reusable:
+                if len(self._optimizers) >= _MAX_CACHED_OPTIMIZERS:  # e.g. a per-round lr
+                    del self._optimizers[next(iter(self._optimizers))]
+                self._optimizers[cache_key] = optimizer
             return optimizer
         if not config.keep_optimizer_state:
             raise ValidationError(
@@ -414,10 +455,10 @@ class Trainer:
         return optimizer
 
     def _with_state(
-        self, result: TrainResult, optimizer: torch.optim.Optimizer, config: TrainConfig
+        self, result: TrainResult, optimizer: torch.optim.Optimizer | None, config: TrainConfig
     ) -> TrainResult:
         """``result`` carrying the optimizer's state when ``config.keep_optimizer_state``."""
-        if not config.keep_optimizer_state:
+        if not config.keep_optimizer_state or optimizer is None:
             return result
         state = {
             f"{name}.{key}": value.detach()
@@ -445,7 +486,8 @@ class Trainer:
     ) -> TrainResult:
         """DP-SGD's ``total`` steps (Abadi et al. 2016, Algorithm 1); see the class notes."""
         model = self._model
-        device = self._device()
+        layout = self._fast_layout()
+        device = self._device(layout)
         move = x.device != device
         n = int(rows.shape[0])
         expected = min(config.batch_size, n)  # q·n, the fixed denominator
@@ -494,8 +536,8 @@ class Trainer:
                     correct += (step.outputs.argmax(1) == yb).sum()
         optimizer.zero_grad()
 
+        self._flatten_into(out, layout)
         with torch.no_grad():
-            self._spec.flatten(model.state_dict(), out=out)
             out.sub_(global_params)
 
         loss_total, correct_total, clipped_total = torch.stack(
@@ -576,9 +618,10 @@ class Trainer:
         else:
             n = self._check_data(x, y, indices)
         model = self._model
-        device = self._device()
+        layout = self._fast_layout()
+        device = self._device(layout)
         rows = None if indices is None else indices.to(x.device)
-        self._load(params)
+        self._load(params, layout)
         was_training = model.training
         model.eval()
         try:
@@ -605,18 +648,43 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers
 
-    def _device(self) -> torch.device:
+    def _fast_layout(self) -> _Layout | None:
+        """The model's tensors as flat views in spec order, when every one is a float32
+        parameter or buffer (``None`` otherwise: the general, state-dict path is taken).
+
+        Cached; rebuilt when a parameter or buffer was replaced or moved (checked by object
+        identity and storage address on every call: a few attribute reads per tensor).
+        """
+        layout = self._layout
+        if layout is not None and layout.valid():
+            return layout
+        self._layout = layout = _Layout.of(self._model, self._spec)
+        return layout
+
+    def _device(self, layout: _Layout | None) -> torch.device:
+        if layout is not None:
+            return layout.device
         for tensor in itertools.chain(self._model.parameters(), self._model.buffers()):
             return tensor.device
         return torch.device("cpu")
 
-    def _load(self, vec: Tensor) -> dict[str, Tensor]:
-        """Copy the flat ``vec`` into the model; returns ``vec``'s per-parameter views."""
-        pieces = self._spec.unflatten(vec)
+    def _load(self, vec: Tensor, layout: _Layout | None) -> None:
+        """Copy the flat ``vec`` into the model."""
         with torch.no_grad():
+            if layout is not None:
+                torch._foreach_copy_(layout.flat, list(torch.split(vec, layout.numels)))
+                return
+            pieces = self._spec.unflatten(vec)
             for name, tensor in self._model.state_dict().items():
                 tensor.copy_(pieces[name])
-        return pieces
+
+    def _flatten_into(self, out: Tensor, layout: _Layout | None) -> None:
+        """Write the model's current state into ``out`` (spec layout)."""
+        with torch.no_grad():
+            if layout is not None:
+                torch.cat(layout.flat, out=out)
+            else:
+                self._spec.flatten(self._model.state_dict(), out=out)
 
     def _check_vector(self, what: str, vec: object) -> None:
         if not isinstance(vec, Tensor):
@@ -674,3 +742,86 @@ def _is_classification(output: Tensor, target: Tensor) -> bool:
         and not target.is_floating_point()
         and not target.is_complex()
     )
+
+
+_MAX_CACHED_OPTIMIZERS: Final = 8
+"""Optimizers a trainer keeps for reuse (one per distinct setting; a schedule evicts)."""
+
+
+def _lean_sgd_lr(config: TrainConfig) -> float | None:
+    """The learning rate when a step is plain ``w ← w − lr · g`` (SGD without momentum or
+    weight decay, nothing kept between rounds), else ``None`` (the torch optimizer steps)."""
+    if (
+        config.optimizer == "sgd"
+        and config.momentum == 0
+        and config.weight_decay == 0
+        and not config.keep_optimizer_state
+    ):
+        return float(config.lr)
+    return None
+
+
+def _sgd_step(params: Sequence[Tensor], lr: float) -> None:
+    """``p ← p − lr · p.grad`` for every parameter with a gradient: the update
+    :class:`torch.optim.SGD` makes without momentum and weight decay (the same ``add_`` with
+    ``alpha=-lr``, so bit-identical), without the optimizer's per-step bookkeeping."""
+    with_grad = [p for p in params if p.grad is not None]
+    if with_grad:
+        grads = [p.grad for p in with_grad if p.grad is not None]
+        with torch.no_grad():
+            torch._foreach_add_(with_grad, grads, alpha=-lr)
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """A model's state tensors in spec order, each with a flat view, for the fast
+    load/flatten path (:meth:`Trainer._fast_layout`)."""
+
+    owners: tuple[tuple[dict[str, Tensor | None], str, Tensor], ...]
+    flat: list[Tensor]
+    numels: list[int]
+    pointers: tuple[int, ...]
+    device: torch.device
+
+    @classmethod
+    def of(cls, model: nn.Module, spec: ParamSpec) -> _Layout | None:
+        """The layout of ``model``, or ``None`` when a tensor is not a plain float32
+        parameter or buffer reachable by its state-dict name (custom state dicts, other
+        dtypes, non-contiguous storage, mixed devices)."""
+        modules = dict(model.named_modules(remove_duplicate=False))
+        owners: list[tuple[dict[str, Tensor | None], str, Tensor]] = []
+        state = model.state_dict(keep_vars=True)
+        if list(state) != list(spec.names):
+            return None
+        for name, tensor in state.items():
+            prefix, _, attr = name.rpartition(".")
+            module = modules.get(prefix)
+            if module is None:
+                return None
+            table: dict[str, Tensor | None]
+            if module._parameters.get(attr) is tensor:
+                table = module._parameters
+            elif module._buffers.get(attr) is tensor:
+                table = module._buffers
+            else:
+                return None
+            if tensor.dtype != torch.float32 or not tensor.is_contiguous():
+                return None
+            owners.append((table, attr, tensor))
+        if not owners or len({t.device for *_, t in owners}) != 1:
+            return None
+        tensors = [t for *_, t in owners]
+        return cls(
+            owners=tuple(owners),
+            flat=[t.detach().view(-1) for t in tensors],
+            numels=[t.numel() for t in tensors],
+            pointers=tuple(t.data_ptr() for t in tensors),
+            device=tensors[0].device,
+        )
+
+    def valid(self) -> bool:
+        """Whether every tensor is still the model's, at the same storage address."""
+        for (table, attr, tensor), pointer in zip(self.owners, self.pointers, strict=True):
+            if table.get(attr) is not tensor or tensor.data_ptr() != pointer:
+                return False
+        return True

@@ -99,7 +99,11 @@ class SimulatedClients(UpdateProvider):
 
     ``collect`` trains lazily: a task is trained when its result is collected, in task order,
     and results are returned in order of virtual arrival (``dispatched_at + delay``; ties in
-    task order). Every update carries its digest.
+    task order). An update written into its task's ``out`` row (the engine's stack) carries
+    no digest: it never left this process's memory, and the engine does not ask for one
+    (see :class:`~velocity.types.UpdateProvider`); every other update — a row of its own
+    (no ``out``, or a client stage returned a new tensor), or an encoded payload (the
+    digest of the decoded row) — carries its digest.
     """
 
     name: ClassVar[str] = "simulated"
@@ -269,9 +273,10 @@ class SimulatedClients(UpdateProvider):
         return results
 
     def _finish(self, update: ClientUpdate, work: ClientWork, *, trained: bool) -> ClientUpdate:
-        """The client's side after training: its stages, its encoder, its digest."""
+        """The client's side after training: its stages, its encoder (and the digest of
+        what the encoder's decoder must reproduce)."""
         if not self.client_stages and self.encoder is None:
-            return update.with_digest()
+            return _digested(update, work)
         assert self.spec is not None
         assert update.delta is not None
         task = work.task
@@ -287,7 +292,7 @@ class SimulatedClients(UpdateProvider):
             }
             update = replace(update, delta=row, metrics={**update.metrics, **flat})
         if self.encoder is None:
-            return update.with_digest()
+            return _digested(update, work)
         state = self.client_state.get(task.client_id, self.encoder.name)
         payload, decoded, state = self.encoder.encode(row, state, ctx)
         if state:
@@ -412,6 +417,13 @@ class SequentialClients(SimulatedClients):
                 )
             self.num_classes = int(self.y.max()) + 1
         return self.num_classes
+
+
+def _digested(update: ClientUpdate, work: ClientWork) -> ClientUpdate:
+    """``update`` with its digest, unless its delta is the task's own ``out`` row."""
+    if work.task.out is not None and update.delta is work.task.out:
+        return update
+    return update.with_digest()
 
 
 def poison_client_data(

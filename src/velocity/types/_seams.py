@@ -119,6 +119,10 @@ class UpdateProvider(ABC):
       encoded ``payload``) and the engine copies it into the round's stack.
     - Every update carries its digest (:meth:`ClientUpdate.with_digest`), computed where the
       client computed the delta; the engine rejects updates whose digest does not match.
+      The one exception is an update whose ``delta`` *is* its task's ``out`` row (the same
+      tensor object): an in-process client wrote it straight into the engine's own memory,
+      where a digest could detect nothing, so it may come without one. A digest that is
+      attached is always verified.
     - Results are deterministic functions of the tasks (and the run seed), whatever the
       order in which a provider executes them.
     """
