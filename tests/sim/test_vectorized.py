@@ -65,6 +65,19 @@ CONFIGS: dict[str, tuple[TrainConfig, TaskConfig]] = {
         TrainConfig(batch_size=8, lr=0.1, momentum=0.9),
         TaskConfig(lr=0.02, options={"initial_loss": True}),
     ),
+    # DP-SGD: a small clip so most examples are clipped, noise, Poisson batches of all sizes
+    "dp_sgd": (
+        TrainConfig(batch_size=5, lr=0.1, dp_clip=0.5, dp_noise_multiplier=1.1),
+        TaskConfig(),
+    ),
+    "dp_sgd_momentum_steps": (
+        TrainConfig(batch_size=4, lr=0.05, momentum=0.9, dp_clip=0.3, dp_noise_multiplier=0.7),
+        TaskConfig(local_steps=6),
+    ),
+    "dp_sgd_no_noise_prox_decay": (
+        TrainConfig(batch_size=6, lr=0.1, weight_decay=0.01, dp_clip=2.0, local_epochs=2),
+        TaskConfig(prox_mu=0.2, options={"initial_loss": True}),
+    ),
 }
 
 
@@ -219,7 +232,6 @@ def _frozen() -> nn.Module:
 REFUSED: dict[str, tuple[Callable[[], nn.Module], TrainConfig, str]] = {
     "adamw": (_logreg, TrainConfig(optimizer="adamw", lr=1e-3), "optimizer 'adamw'"),
     "kept_state": (_logreg, TrainConfig(keep_optimizer_state=True), "keep_optimizer_state"),
-    "dp_sgd": (_logreg, TrainConfig(dp_clip=1.0, dp_noise_multiplier=1.0), "DP-SGD"),
     "batchnorm": (_BN, TrainConfig(), "'bn' \\(BatchNorm1d\\)"),
     "dropout": (lambda: nn.Sequential(nn.Linear(12, 4), nn.Dropout(0.5)), TrainConfig(), "Dropout"),
     "lstm": (lambda: nn.LSTM(4, 8), TrainConfig(), "LSTM"),
@@ -328,6 +340,47 @@ def test_yaml_backends_vectorized_and_auto_match_sequential(tmp_path: Any) -> No
         finals[kind] = federation.engine.global_params
     assert torch.allclose(finals["vectorized"], finals["sequential"], atol=1e-5)
     assert torch.equal(finals["auto"], finals["vectorized"])
+
+
+def test_dp_sgd_in_example_blocks_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A budget so small that every example is its own block: the clipped sums accumulate
+    # over blocks to what the Trainer computes.
+    from velocity.sim import vectorized
+
+    config, task_config = CONFIGS["dp_sgd_momentum_steps"]
+    expected = _round(SequentialClients, _mlp, config, task_config)
+    monkeypatch.setattr(vectorized, "CHUNK_BYTES", 1)
+    got = _round(VectorizedClients, _mlp, config, task_config, chunk_clients=4)
+    for want, have in zip(expected, got, strict=True):
+        assert want.delta is not None
+        assert have.delta is not None
+        torch.testing.assert_close(have.delta, want.delta, atol=ATOL, rtol=0)
+        assert have.metrics["dp_clipped_fraction"] == pytest.approx(
+            want.metrics["dp_clipped_fraction"]
+        )
+
+
+def test_yaml_dp_sgd_runs_vectorized_with_the_sequential_model() -> None:
+    from velocity.experiments import parse_config
+    from velocity.experiments.runner import build_simulation
+    from velocity.sim.vectorized import VectorizedClients
+
+    finals = {}
+    for kind in ("sequential", "auto"):
+        raw = _yaml({"type": kind})
+        raw["privacy"] = {
+            "enabled": True,
+            "mode": "dp_sgd",
+            "epsilon": 8.0,
+            "delta": 1e-5,
+            "max_grad_norm": 0.5,
+        }
+        federation = build_simulation(parse_config(raw), seed=4)
+        chosen = any(isinstance(p, VectorizedClients) for p in _providers(federation.engine))
+        assert chosen == (kind == "auto")
+        federation.engine.run(3)
+        finals[kind] = federation.engine.global_params
+    assert torch.allclose(finals["auto"], finals["sequential"], atol=1e-5)
 
 
 def test_auto_falls_back_with_the_reason_logged(caplog: Any) -> None:

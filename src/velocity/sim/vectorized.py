@@ -23,6 +23,16 @@ Clients of unequal sizes share a chunk: batches are padded to ``B`` rows with a 
 padded example has weight 0 in its client's batch mean), and a client whose steps are
 done is masked out of the later steps (its parameters stop changing).
 
+**DP-SGD** (``TrainConfig.dp_clip`` set) is the Trainer's too: every step, each client
+draws its Poisson batch (``torch.rand(n) < q``, ``q = min(1, B/n)``) and then its noise
+(one ``torch.randn`` of its trainable coordinates, when ``z > 0``) from its own generator,
+in that order, as :class:`~velocity.client.Trainer` does; the chunk's per-example gradients
+are one ``vmap`` over clients of ``vmap(grad)`` over examples (batches padded to the step's
+largest and masked), each example clipped to norm ``C`` as a whole, summed, noised and
+divided by the client's expected batch size ``min(B, n)``; the SGD step follows. Memory per
+client then includes the per-example gradients (about ``2·B·D`` numbers at the largest
+Poisson batches), which the default chunk size accounts for.
+
 Examples
 --------
 >>> from velocity.client import TrainConfig
@@ -46,6 +56,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from velocity._random import torch_generator
+from velocity.client._dpsgd import CHUNK_BYTES, CLIP_EPS, poisson_mask
 from velocity.errors import ConfigurationError, ValidationError
 from velocity.sim.provider import (
     ClientWork,
@@ -99,8 +110,6 @@ def can_vectorize(model: nn.Module, train_config: TrainConfig) -> tuple[bool, st
 
     - optimizers other than ``"sgd"`` (AdamW) and ``keep_optimizer_state`` (per-client
       optimizer state between rounds);
-    - DP-SGD (``dp_clip`` set): its Poisson batches and per-example clipping are
-      :class:`~velocity.client.Trainer`'s only;
     - layers with batch statistics (``BatchNorm``, ``InstanceNorm`` with running stats):
       training updates buffers in place, which ``vmap`` cannot do per client;
     - dropout layers with ``p > 0``: their masks come from PyTorch's global generator,
@@ -120,11 +129,6 @@ def can_vectorize(model: nn.Module, train_config: TrainConfig) -> tuple[bool, st
         return False, (
             "keep_optimizer_state carries each client's optimizer state between rounds, "
             "which VectorizedClients does not keep; use backend 'sequential'"
-        )
-    if train_config.dp_clip is not None:
-        return False, (
-            "DP-SGD (dp_clip set) draws Poisson batches and clips per-example gradients, "
-            "which VectorizedClients does not vectorize; use backend 'sequential'"
         )
     for name, module in model.named_modules():
         label = f"layer {name!r} ({type(module).__name__})" if name else type(module).__name__
@@ -158,7 +162,9 @@ def can_vectorize(model: nn.Module, train_config: TrainConfig) -> tuple[bool, st
     return True, "SGD on a model without batch statistics, dropout or recurrent kernels"
 
 
-def chunk_clients_for(model: nn.Module, batch_size: int, memory_mb: float) -> int:
+def chunk_clients_for(
+    model: nn.Module, batch_size: int, memory_mb: float, *, dp_sgd: bool = False
+) -> int:
     """Clients per chunk whose training state fits in ``memory_mb`` MiB.
 
     A client in a chunk holds about ``6·D`` float32 numbers for its ``D`` trainable
@@ -166,7 +172,9 @@ def chunk_clients_for(model: nn.Module, batch_size: int, memory_mb: float) -> in
     and ``4·B·F`` for its minibatch of ``B`` examples of ``F`` numbers each and the
     activations (``F`` taken as the widest of the inputs and the layers' outputs, as far
     as the ``Linear`` and ``Conv`` layers tell). The chunk is
-    ``clamp(memory_mb · 2²⁰ / (4 · (6·D + 4·B·F)), 1, MAX_CHUNK_CLIENTS)``.
+    ``clamp(memory_mb · 2²⁰ / (4 · (6·D + 4·B·F)), 1, MAX_CHUNK_CLIENTS)``. With ``dp_sgd``
+    each client also holds per-example gradients, ``2·B·D`` more numbers (a Poisson batch
+    rarely exceeds twice its expected size ``B``).
 
     >>> from velocity.models import build_model
     >>> chunk_clients_for(build_model("mnist-2nn", seed=0), 10, 64)
@@ -174,6 +182,7 @@ def chunk_clients_for(model: nn.Module, batch_size: int, memory_mb: float) -> in
     """
     if not memory_mb > 0 or not math.isfinite(memory_mb):
         raise ConfigurationError(f"memory_mb must be a finite number > 0; got {memory_mb!r}")
+    extra_per_example = 2 * batch_size if dp_sgd else 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     width = 1
     for module in model.modules():
@@ -182,7 +191,7 @@ def chunk_clients_for(model: nn.Module, batch_size: int, memory_mb: float) -> in
         elif isinstance(module, nn.modules.conv._ConvNd):
             # A convolution's output can be much wider than its weights; assume a 32x32 map.
             width = max(width, module.out_channels * 32 * 32)
-    per_client = 4 * (6 * trainable + 4 * batch_size * width)
+    per_client = 4 * (6 * trainable + 4 * batch_size * width + extra_per_example * trainable)
     chunk = int(memory_mb * 2**20 // per_client)
     return max(1, min(MAX_CHUNK_CLIENTS, chunk))
 
@@ -209,6 +218,56 @@ class _Plan:
     valid: Tensor
     sizes: list[int]
     totals: list[int]
+
+
+@dataclass(frozen=True, eq=False)
+class _Chunk:
+    """What one chunk's training works on (see :meth:`VectorizedClients._setup`)."""
+
+    k: int
+    device: torch.device
+    x: Tensor
+    y: Tensor
+    client_rows: list[Tensor]
+    views: dict[str, Tensor]
+    params: dict[str, Tensor]
+    anchors: list[Tensor]
+    frozen: dict[str, Tensor]
+    initial: list[float] | None
+
+
+class _StackedSGD:
+    """:class:`torch.optim.SGD`'s step for every client of a chunk at once: FedProx's
+    proximal gradient first (as the Trainer adds it before the step), L2 weight decay, heavy
+    ball momentum (the buffer starts as the first step's gradient), then ``w ← w − lr·step``
+    for the active clients only."""
+
+    def __init__(self, config: TrainConfig, anchors: list[Tensor]) -> None:
+        self.lr, self.mu = config.lr, config.prox_mu
+        self.momentum, self.wd = config.momentum, config.weight_decay
+        self.anchors = anchors
+        self.buffers: list[Tensor] = []
+
+    def step(self, current: list[Tensor], steps: list[Tensor], active: Tensor) -> None:
+        if self.mu:
+            torch._foreach_add_(steps, torch._foreach_sub(current, self.anchors), alpha=self.mu)
+        if self.wd:
+            torch._foreach_add_(steps, current, alpha=self.wd)
+        if self.momentum:
+            if not self.buffers:
+                self.buffers = [g.clone() for g in steps]
+            else:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, steps)
+            steps = self.buffers
+        if bool(active.all()):
+            torch._foreach_add_(current, steps, alpha=-self.lr)
+            return
+        moved = torch._foreach_add(current, steps, alpha=-self.lr)
+        k = int(active.shape[0])
+        for p, new in zip(current, moved, strict=True):
+            keep = active.view(k, *([1] * (p.dim() - 1)))
+            p.copy_(torch.where(keep, new, p))
 
 
 class VectorizedClients(SequentialClients):
@@ -282,7 +341,10 @@ class VectorizedClients(SequentialClients):
             raise ConfigurationError(f"memory_mb must be a number > 0; got {memory_mb!r}")
         if chunk_clients is None:
             chunk_clients = chunk_clients_for(
-                trainer.model, trainer.config.batch_size, float(memory_mb)
+                trainer.model,
+                trainer.config.batch_size,
+                float(memory_mb),
+                dp_sgd=trainer.config.dp_clip is not None,
             )
         elif isinstance(chunk_clients, bool) or not isinstance(chunk_clients, int):
             raise ConfigurationError(f"chunk_clients must be an int >= 1; got {chunk_clients!r}")
@@ -335,40 +397,16 @@ class VectorizedClients(SequentialClients):
     # ------------------------------------------------------------------ one chunk
 
     def _train_chunk(self, works: Sequence[ClientWork], config: TrainConfig) -> None:
-        model = self.trainer.model
-        spec = self.trainer.spec
-        device = _device(model)
-        x_src, y_src, client_rows = self._sources(works)
-        plan = _schedule(works, client_rows, config, seed=self.seed)
-        k = len(works)
-        first = works[0].task.params
-        if all(w.task.params is first for w in works):
-            # One round's tasks share the global model: one copy, broadcast over the chunk.
-            start = first.to(device).unsqueeze(0).expand(k, -1)
-        else:
-            start = torch.stack([w.task.params for w in works]).to(device)
-        names = list(spec.names)
-        trainable = self._trainable
-        offsets = dict(zip(names, spec.offsets, strict=True))
-        shapes = dict(zip(names, spec.shapes, strict=True))
-        views = {
-            n: start[:, offsets[n] : offsets[n] + math.prod(shapes[n])].view(k, *shapes[n])
-            for n in names
-        }
-        frozen = self._frozen(works, device)
-        params = {n: views[n].clone(memory_format=torch.contiguous_format) for n in trainable}
-        anchors = [views[n] for n in trainable]
-        initial = (
-            self._initial_losses(params, frozen, x_src, y_src, client_rows, device)
-            if any(wants_initial_loss(w.task) for w in works)
-            else None
-        )
-
+        if config.dp_clip is not None:
+            self._train_chunk_dp(works, config, config.dp_clip)
+            return
+        chunk = self._setup(works)
+        device, k, params = chunk.device, chunk.k, chunk.params
+        plan = _schedule(works, chunk.client_rows, config, seed=self.seed)
+        x_src, y_src = chunk.x, chunk.y
         loss_of = self._client_loss()
         step_grad = vmap(grad(loss_of, has_aux=True), in_dims=(0, 0, 0, 0, 0))
-        lr, mu = config.lr, config.prox_mu
-        momentum, wd = config.momentum, config.weight_decay
-        buffers: list[Tensor] = []
+        sgd = _StackedSGD(config, chunk.anchors)
         totals = torch.tensor(plan.totals, device=device)
         loss_sum = torch.zeros(k, dtype=torch.float32, device=device)
         correct = torch.zeros(k, dtype=torch.int64, device=device)
@@ -376,7 +414,7 @@ class VectorizedClients(SequentialClients):
         num_steps = int(plan.rows.shape[1])
         batch = int(plan.rows.shape[2])
         move = x_src.device != device
-        model.train()
+        self.trainer.model.train()
         for s in range(num_steps):
             rows = plan.rows[:, s].reshape(-1)
             xb = x_src.index_select(0, rows)
@@ -387,30 +425,11 @@ class VectorizedClients(SequentialClients):
             yb = yb.view(k, batch, *yb.shape[1:])
             valid = plan.valid[:, s].to(device)
             weights = valid.to(torch.float32)
-            grads, (losses, outputs) = step_grad(params, frozen, xb, yb, weights)
+            grads, (losses, outputs) = step_grad(params, chunk.frozen, xb, yb, weights)
             active = totals > s
-            all_active = bool(active.all())
-            current = [params[n] for n in trainable]
-            steps = [grads[n] for n in trainable]
-            if mu:
-                # FedProx's proximal gradient first, as the Trainer adds it before the step.
-                torch._foreach_add_(steps, torch._foreach_sub(current, anchors), alpha=mu)
-            if wd:
-                torch._foreach_add_(steps, current, alpha=wd)
-            if momentum:
-                if not buffers:
-                    buffers = [g.clone() for g in steps]
-                else:
-                    torch._foreach_mul_(buffers, momentum)
-                    torch._foreach_add_(buffers, steps)
-                steps = buffers
-            if all_active:
-                torch._foreach_add_(current, steps, alpha=-lr)
-            else:
-                moved = torch._foreach_add(current, steps, alpha=-lr)
-                for p, new in zip(current, moved, strict=True):
-                    keep = active.view(k, *([1] * (p.dim() - 1)))
-                    p.copy_(torch.where(keep, new, p))
+            sgd.step(
+                [params[n] for n in self._trainable], [grads[n] for n in self._trainable], active
+            )
             loss_sum += torch.where(active, losses, torch.zeros_like(losses))
             if classify is None:
                 classify = _is_classification(outputs, yb)
@@ -422,20 +441,199 @@ class VectorizedClients(SequentialClients):
         values = torch.stack([mean_loss.double(), correct.double()], dim=1).tolist()
         b = config.batch_size
         for i, work in enumerate(works):
-            out = work.out
             n, total = plan.sizes[i], plan.totals[i]
-            self._write_row(
-                out, work.task.params, {t: (params[t][i], views[t][i]) for t in trainable}
-            )
             spe = math.ceil(n / b)
             seen = (total // spe) * n + min((total % spe) * b, n)
             metrics: dict[str, float] = {"steps": float(total), "samples_seen": float(seen)}
-            if initial is not None and wants_initial_loss(work.task):
-                metrics["initial_loss"] = initial[i]
             loss_value, correct_value = values[i]
             if classify:
                 metrics["accuracy"] = correct_value / seen
-            self._trained[id(work.task)] = _Trained(out, n, loss_value, metrics)
+            self._finish_client(chunk, i, work, loss_value, metrics)
+
+    def _train_chunk_dp(
+        self, works: Sequence[ClientWork], config: TrainConfig, clip: float
+    ) -> None:
+        """DP-SGD for a chunk: the Trainer's steps (Poisson batches, per-example clipping,
+        Gaussian noise, the fixed expected-batch denominator), every client's draws from its
+        own generator in the Trainer's order (each step: ``torch.rand(n)``, then the noise)."""
+        chunk = self._setup(works)
+        device, k, params = chunk.device, chunk.k, chunk.params
+        trainable = self._trainable
+        b = config.batch_size
+        sizes = [int(r.shape[0]) for r in chunk.client_rows]
+        totals = [
+            config.local_steps
+            if config.local_steps is not None
+            else config.local_epochs * math.ceil(n / b)
+            for n in sizes
+        ]
+        expected = [min(b, n) for n in sizes]
+        generators = [torch_generator(self.seed, w.task.round, w.index, "train") for w in works]
+        noise_std = config.dp_noise_multiplier * clip
+        numels = [params[n][0].numel() for n in trainable]
+        divisors = torch.tensor(expected, dtype=torch.float32, device=device)
+        step_grads = self._example_grads()
+        sgd = _StackedSGD(config, chunk.anchors)
+        loss_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        correct = torch.zeros(k, dtype=torch.int64, device=device)
+        clipped = torch.zeros(k, dtype=torch.int64, device=device)
+        seen = [0] * k
+        classify: bool | None = None
+        self.trainer.model.train()
+        for s in range(max(totals)):
+            live = [i for i in range(k) if totals[i] > s]
+            picks: list[Tensor] = []
+            noises: list[Tensor] = []
+            for i in range(k):
+                if i not in live:
+                    picks.append(chunk.client_rows[i][:0])
+                    noises.append(torch.zeros(sum(numels), device=device))
+                    continue
+                mask = poisson_mask(sizes[i], expected[i] / sizes[i], generators[i])
+                picks.append(chunk.client_rows[i][mask.to(chunk.client_rows[i].device)])
+                noise = (
+                    torch.randn(sum(numels), generator=generators[i], device=generators[i].device)
+                    if noise_std
+                    else torch.zeros(sum(numels))
+                )
+                noises.append(noise.to(device))
+            widest = max(1, max(int(p.shape[0]) for p in picks))
+            rows, valid = _padded_picks(picks, widest, chunk.client_rows)
+            valid = valid.to(device)
+            sums = [torch.zeros_like(params[n]) for n in trainable]
+            # examples in blocks, so that one block's per-example gradients fit the budget
+            block = max(1, CHUNK_BYTES // (4 * k * max(1, sum(numels))))
+            for first in range(0, widest, block):
+                part = rows[:, first : first + block]
+                width = int(part.shape[1])
+                ok = valid[:, first : first + width]
+                xb = chunk.x.index_select(0, part.reshape(-1)).to(device)
+                yb = chunk.y.index_select(0, part.reshape(-1)).to(device)
+                xb = xb.view(k, width, *xb.shape[1:])
+                yb = yb.view(k, width, *yb.shape[1:])
+                grads, (losses, outputs) = step_grads(params, chunk.frozen, xb, yb)
+                per_param = [grads[n].reshape(k, width, -1) for n in trainable]
+                norms = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g, dim=2) for g in per_param], dim=2),
+                    dim=2,
+                )
+                factors = (clip / (norms + CLIP_EPS)).clamp(max=1.0) * ok.to(torch.float32)
+                for total, g in zip(sums, per_param, strict=True):
+                    total.view(k, -1).add_(torch.einsum("kb,kbd->kd", factors, g))
+                clipped += ((norms > clip) & ok).sum(1)
+                loss_sum += (losses.double() * ok.double()).sum(1)
+                if classify is None:
+                    classify = _is_classification(outputs, yb)
+                if classify:
+                    correct += ((outputs.argmax(-1) == yb) & ok).sum(1)
+            noise = torch.stack(noises)
+            offset = 0
+            for total, numel in zip(sums, numels, strict=True):
+                flat = total.view(k, -1)
+                if noise_std:
+                    flat.add_(noise[:, offset : offset + numel], alpha=noise_std)
+                offset += numel
+                flat.div_(divisors.view(k, 1))
+            steps = sums
+            active = torch.zeros(k, dtype=torch.bool, device=device)
+            active[live] = True
+            sgd.step([params[n] for n in trainable], steps, active)
+            for i in live:
+                seen[i] += int(picks[i].shape[0])
+
+        values = torch.stack([loss_sum, correct.double(), clipped.double()], dim=1).tolist()
+        for i, work in enumerate(works):
+            loss_total, correct_total, clipped_total = values[i]
+            count = seen[i] if seen[i] else math.nan
+            metrics: dict[str, float] = {
+                "steps": float(totals[i]),
+                "samples_seen": float(seen[i]),
+                "dp_steps": float(totals[i]),
+                "dp_clipped_fraction": clipped_total / count,
+            }
+            if classify:
+                metrics["accuracy"] = correct_total / count
+            self._finish_client(chunk, i, work, loss_total / count, metrics)
+
+    def _setup(self, works: Sequence[ClientWork]) -> _Chunk:
+        """A chunk's data, stacked start points, trainable copies and frozen tensors."""
+        spec = self.trainer.spec
+        device = _device(self.trainer.model)
+        x_src, y_src, client_rows = self._sources(works)
+        k = len(works)
+        first = works[0].task.params
+        if all(w.task.params is first for w in works):
+            # One round's tasks share the global model: one copy, broadcast over the chunk.
+            start = first.to(device).unsqueeze(0).expand(k, -1)
+        else:
+            start = torch.stack([w.task.params for w in works]).to(device)
+        names = list(spec.names)
+        offsets = dict(zip(names, spec.offsets, strict=True))
+        shapes = dict(zip(names, spec.shapes, strict=True))
+        views = {
+            n: start[:, offsets[n] : offsets[n] + math.prod(shapes[n])].view(k, *shapes[n])
+            for n in names
+        }
+        frozen = self._frozen(works, device)
+        params = {n: views[n].clone(memory_format=torch.contiguous_format) for n in self._trainable}
+        initial = (
+            self._initial_losses(params, frozen, x_src, y_src, client_rows, device)
+            if any(wants_initial_loss(w.task) for w in works)
+            else None
+        )
+        return _Chunk(
+            k=k,
+            device=device,
+            x=x_src,
+            y=y_src,
+            client_rows=client_rows,
+            views=views,
+            params=params,
+            anchors=[views[n] for n in self._trainable],
+            frozen=frozen,
+            initial=initial,
+        )
+
+    def _finish_client(
+        self, chunk: _Chunk, i: int, work: ClientWork, loss: float, metrics: dict[str, float]
+    ) -> None:
+        """Client ``i``'s row written into ``work.out`` and its result kept for :meth:`train`."""
+        out = work.out
+        self._write_row(
+            out,
+            work.task.params,
+            {t: (chunk.params[t][i], chunk.views[t][i]) for t in self._trainable},
+        )
+        if chunk.initial is not None and wants_initial_loss(work.task):
+            metrics["initial_loss"] = chunk.initial[i]
+        self._trained[id(work.task)] = _Trained(
+            out, int(chunk.client_rows[i].shape[0]), loss, metrics
+        )
+
+    def _example_grads(
+        self,
+    ) -> Callable[
+        [dict[str, Tensor], dict[str, Tensor], Tensor, Tensor],
+        tuple[dict[str, Tensor], tuple[Tensor, Tensor]],
+    ]:
+        """Per-example gradients of every client's batch: ``(K, W, *shape)`` per parameter,
+        with the ``(K, W)`` losses and outputs (vmap over clients of vmap over examples)."""
+        model = self.trainer.model
+        loss_fn = self._loss
+
+        def example_loss(
+            p: dict[str, Tensor], frozen: dict[str, Tensor], x1: Tensor, y1: Tensor
+        ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            output = functional_call(model, (p, frozen), (x1.unsqueeze(0),))
+            loss = loss_fn(output, y1.unsqueeze(0))
+            return loss, (loss.detach(), output.squeeze(0).detach())
+
+        per_example = vmap(grad(example_loss, has_aux=True), in_dims=(None, None, 0, 0))
+        batched: Callable[
+            [dict[str, Tensor], dict[str, Tensor], Tensor, Tensor],
+            tuple[dict[str, Tensor], tuple[Tensor, Tensor]],
+        ] = vmap(per_example, in_dims=(0, 0, 0, 0))
+        return batched
 
     def _client_loss(
         self,
@@ -661,6 +859,20 @@ def _schedule(
         all_rows.append(order)
         all_valid.append(mask)
     return _Plan(torch.stack(all_rows), torch.stack(all_valid), sizes, totals)
+
+
+def _padded_picks(
+    picks: list[Tensor], width: int, client_rows: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Each client's sampled rows padded to ``width`` with its first row, and the mask."""
+    rows: list[Tensor] = []
+    valid: list[Tensor] = []
+    for pick, own in zip(picks, client_rows, strict=True):
+        m = int(pick.shape[0])
+        device = own.device
+        valid.append(torch.arange(width, device=device) < m)
+        rows.append(torch.cat([pick, own[:1].expand(width - m)]) if m < width else pick)
+    return torch.stack(rows), torch.stack(valid)
 
 
 def _padded_block(client_rows: list[Tensor], first: int, width: int) -> tuple[Tensor, Tensor]:
