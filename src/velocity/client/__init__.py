@@ -25,14 +25,17 @@ Examples
 from __future__ import annotations
 
 from velocity.client._config import TrainConfig, TrainResult
+from velocity.client._device import DEVICE_CHOICES, resolve_device
 from velocity.client._stages import WorkerMomentum, run_client_stages
 from velocity.client._trainer import LossFn, Trainer
 
 __all__ = [
+    "DEVICE_CHOICES",
     "LossFn",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "WorkerMomentum",
+    "resolve_device",
     "run_client_stages",
 ]

@@ -672,6 +672,8 @@ class Trainer:
         """Copy the flat ``vec`` into the model."""
         with torch.no_grad():
             if layout is not None:
+                if vec.device != layout.device:  # the model on a GPU, the engine's vector not
+                    vec = vec.to(layout.device, non_blocking=True)
                 torch._foreach_copy_(layout.flat, list(torch.split(vec, layout.numels)))
                 return
             pieces = self._spec.unflatten(vec)
@@ -681,8 +683,10 @@ class Trainer:
     def _flatten_into(self, out: Tensor, layout: _Layout | None) -> None:
         """Write the model's current state into ``out`` (spec layout)."""
         with torch.no_grad():
-            if layout is not None:
+            if layout is not None and out.device == layout.device:
                 torch.cat(layout.flat, out=out)
+            elif layout is not None:  # one copy of the whole row off the model's device
+                out.copy_(torch.cat(layout.flat))
             else:
                 self._spec.flatten(self._model.state_dict(), out=out)
 

@@ -260,6 +260,7 @@ def make_simulation(
     num_rounds: int | None = None,
     downlink_for: Callable[[ParamSpec], DownlinkCodec] | None = None,
     asynchronous: AsyncSettings | None = None,
+    device: str | torch.device = "cpu",
 ) -> Federation:
     """Load data, partition it, build model and trainer, and the engine over them.
 
@@ -271,9 +272,12 @@ def make_simulation(
     federation (its stages, DP-SGD settings, sampler and annotator are wired; the plan is
     :attr:`Federation.privacy`), ``encoder_for(spec)`` makes the clients' codec, ``secure``
     wraps the clients in secure aggregation, ``asynchronous`` makes the rounds asynchronous
-    (see :func:`build_engine`).
+    (see :func:`build_engine`). ``device`` (:func:`velocity.client.resolve_device`:
+    ``"cpu"``, ``"cuda"``, ``"cuda:<i>"`` or ``"auto"``) is where the clients' model and a
+    copy of the data live; the engine's global model and update stack stay on the CPU
+    (each update is copied into its row once, after its client's training).
     """
-    from velocity.client import Trainer
+    from velocity.client import Trainer, resolve_device
     from velocity.data import load_dataset, partition
     from velocity.models import build_model
 
@@ -321,25 +325,30 @@ def make_simulation(
     extra: dict[str, int] = {}
     if model_id == "logreg":
         extra["in_features"] = int(train.x[0].numel())
+    where = resolve_device(device, field="device")
     model = build_model(
         model_id, num_classes=train.num_classes, seed=derive_seed(seed, "init") % 2**31, **extra
-    )
+    ).to(where)
     trainer = Trainer(model, train_config)
     spec = trainer.spec
-    init = spec.flatten(model.state_dict())
+    init = spec.flatten(model.state_dict()).cpu()
+    # The clients' copy of the data on their device (the datasets themselves stay on the CPU:
+    # their checksums and the partition read them there).
+    train_x, train_y = train.x.to(where), train.y.to(where)
+    test_x, test_y = test.x.to(where), test.y.to(where)
 
     def evaluate(params: torch.Tensor) -> tuple[float, float]:
-        loss, acc = trainer.evaluate(params, test.x, test.y)
+        loss, acc = trainer.evaluate(params, test_x, test_y)
         return float(loss), float(acc)
 
     def backdoor_success(params: torch.Tensor, attack: Backdoor) -> float:
-        keep = test.y != attack.target
-        x = attack.apply_trigger(test.x[keep])
-        y = torch.full_like(test.y[keep], attack.target)
+        keep = test_y != attack.target
+        x = attack.apply_trigger(test_x[keep])
+        y = torch.full_like(test_y[keep], attack.target)
         return float(trainer.evaluate(params, x, y)[1])
 
     base = SequentialClients(
-        trainer, train.x, train.y, population, seed=seed, num_classes=train.num_classes
+        trainer, train_x, train_y, population, seed=seed, num_classes=train.num_classes
     )
     downlink = None
     if downlink_for is not None:
@@ -365,8 +374,8 @@ def make_simulation(
         annotators.append(
             ClientEvaluator(
                 evaluate_on,
-                test.x,
-                test.y,
+                test_x,
+                test_y,
                 client_ids=client_ids,
                 histograms=histogram.tolist(),
                 samples=client_eval_samples,

@@ -722,7 +722,10 @@ class VectorizedClients(SequentialClients):
             pair = trained.get(name)
             if pair is not None:
                 new, old = pair
-                torch.sub(new.reshape(-1), old.reshape(-1), out=row)
+                if new.device == row.device:
+                    torch.sub(new.reshape(-1), old.reshape(-1), out=row)
+                else:  # trained on a GPU, the row in the engine's (CPU) stack
+                    row.copy_((new - old).reshape(-1))
                 continue
             if received is None:
                 received = spec.unflatten(params)
