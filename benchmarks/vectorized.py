@@ -18,6 +18,7 @@ and the largest differences between the two providers' updates and models.
     VELOCITY_DATA=/work/shared/data python benchmarks/vectorized.py            # 1,000 clients
     python benchmarks/vectorized.py --quick                                   # 50 clients
     python benchmarks/vectorized.py --models logreg --repeats 5 --json out.json
+    python benchmarks/vectorized.py --device cuda --memory-mb 1024             # on a GPU
 
 Targets: >= 5x for logreg, >= 2x for the 2NN (1,000 clients).
 """
@@ -58,17 +59,28 @@ def _setup(model_id: str, train: Any, num_clients: int) -> tuple[Any, Any, Any]:
     part = partition(labels, num_clients, "iid", seed=derive_seed(0, "partition"))
     population = ClientPopulation(part.order, part.offsets)
     extra = {"in_features": int(train.x[0].numel())} if model_id == "logreg" else {}
-    model = build_model(model_id, num_classes=10, seed=1, **extra)
+    model = build_model(model_id, num_classes=10, seed=1, **extra).to(DEVICE)
     trainer = Trainer(model, TrainConfig(batch_size=BATCH, lr=LR, local_epochs=1))
     return population, model, trainer
 
 
 def _clients(kind: str, trainer: Any, train: Any, population: Any) -> Any:
     from velocity.sim import SequentialClients
-    from velocity.sim.vectorized import VectorizedClients
+    from velocity.sim.vectorized import DEFAULT_MEMORY_MB, VectorizedClients
 
-    cls = VectorizedClients if kind == "vectorized" else SequentialClients
-    return cls(trainer, train.x, train.y, population, seed=0, num_classes=10)
+    x, y = train.x.to(DEVICE), train.y.to(DEVICE)
+    if kind == "vectorized":
+        memory = DEFAULT_MEMORY_MB if MEMORY_MB is None else MEMORY_MB
+        return VectorizedClients(
+            trainer, x, y, population, seed=0, num_classes=10, memory_mb=memory
+        )
+    return SequentialClients(trainer, x, y, population, seed=0, num_classes=10)
+
+
+DEVICE = "cpu"
+"""Where the clients' model and data live (``--device``); the stack stays on the CPU."""
+MEMORY_MB: float | None = None
+"""``VectorizedClients.memory_mb`` (``--memory-mb``); its default when ``None``."""
 
 
 def clients_round(kind: str, model_id: str, train: Any, num_clients: int) -> tuple[float, Any]:
@@ -79,7 +91,7 @@ def clients_round(kind: str, model_id: str, train: Any, num_clients: int) -> tup
 
     population, model, trainer = _setup(model_id, train, num_clients)
     provider = _clients(kind, trainer, train, population)
-    params = trainer.spec.flatten(model.state_dict())
+    params = trainer.spec.flatten(model.state_dict()).cpu()
     stack = trainer.spec.stack(num_clients)
     tasks = [
         ClientTask(population.client_id(i), 1, 0, params, out=stack[i]) for i in range(num_clients)
@@ -104,7 +116,7 @@ def engine_round(kind: str, model_id: str, train: Any, num_clients: int) -> tupl
     engine = build_engine(
         base=_clients(kind, trainer, train, population),
         spec=spec,
-        init_params=spec.flatten(model.state_dict()),
+        init_params=spec.flatten(model.state_dict()).cpu(),
         strategy=FedAvg(),
         settings=SimulationSettings(seed=0, client_fraction=1.0),
         evaluate=None,
@@ -150,7 +162,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--models", default="logreg,mnist-2nn")
     parser.add_argument("--data-dir", default=os.environ.get("VELOCITY_DATA"))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<i> or auto")
+    parser.add_argument("--memory-mb", type=float, default=None, help="vectorized chunk budget")
     args = parser.parse_args(argv)
+    from velocity.client import resolve_device
+
+    global DEVICE, MEMORY_MB
+    DEVICE, MEMORY_MB = str(resolve_device(args.device, field="--device")), args.memory_mb
     clients, repeats = (50, 1) if args.quick else (args.clients, args.repeats)
     results = []
     for model_id in args.models.split(","):
