@@ -30,7 +30,7 @@ def test_strategies_json_is_the_registry(capsys: pytest.CaptureFixture[str]) -> 
     assert {"name", "kind", "parameters", "summary"} <= set(listed[0])
 
 
-BACKEND_NAMES = ("sequential", "loopback", "out_of_order", "vectorized", "auto")
+BACKEND_NAMES = ("sequential", "loopback", "out_of_order", "vectorized", "auto", "ray")
 
 
 def test_backends_table_names_every_backend(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 from collections.abc import Sequence
 from typing import cast
@@ -38,6 +39,10 @@ def test_a_backend_instance_is_returned_as_is() -> None:
 
 @pytest.mark.parametrize("spec", ["process", "gpu", "tcp://localhost:29000", "tcp://[::1]:80"])
 def test_recognised_but_unavailable_specs_say_so(spec: str) -> None:
+    # without Ray every Ray spec is unavailable; with it, a tcp:// address where nothing
+    # answers (tests/byzpy/test_ray_backends.py runs the Ray backends themselves)
+    if importlib.util.find_spec("ray") is not None and not spec.startswith("tcp://"):
+        pytest.skip("Ray is installed: 'process' and 'gpu' resolve to Ray actor backends")
     with pytest.raises(ConfigurationError, match=r"does not provide.*backend='thread'"):
         resolve_backend(spec)
 

@@ -23,7 +23,9 @@ and the values it accepts)::
                   staleness_strategy, staleness_decay_factor, staleness_exponent, hinge_a,
                   hinge_b, mixing
     attacks:      [{type, <params>, fraction | clients, start_round, end_round}, ...]
-    backend:      type (sequential | loopback | out_of_order), seed, spread_s, max_bytes
+    backend:      type (sequential | loopback | out_of_order | vectorized | auto | ray), seed,
+                  spread_s, max_bytes, address, num_actors, resources_per_actor, inner,
+                  num_threads
     output:       dir, save_plots, save_metrics, save_model, checkpoint_every
     tracking:     tensorboard, mlflow, dir   (optional; the ``tracking`` extra)
 
@@ -450,12 +452,58 @@ class BackendConfig(_Section):
     times (``seed``, ``spread_s``); these three give the same model. ``vectorized``: dataset
     clients trained K at once with ``torch.func`` (the same updates up to float rounding);
     ``auto``: ``vectorized`` where the model and training allow it, else ``sequential``.
+    ``ray``: dataset clients trained by ``num_actors`` Ray actors (the same model as
+    ``sequential``), on a local Ray instance or the cluster at ``address`` (``host:port``
+    of its GCS), each reserving ``resources_per_actor`` (``{GPU: 1}``: trained on CUDA),
+    training with ``inner`` (``sequential``, ``vectorized`` or ``auto``) and ``num_threads``
+    torch threads (default: the driver's); see :class:`velocity.sim.ray_clients.RayClients`.
+    These five keys are refused with another ``type``.
     """
 
-    type: Literal["sequential", "loopback", "out_of_order", "vectorized", "auto"] = "sequential"
+    type: Literal["sequential", "loopback", "out_of_order", "vectorized", "auto", "ray"] = (
+        "sequential"
+    )
     seed: int = Field(default=0, ge=0)
     spread_s: float = Field(default=1.0, gt=0)
     max_bytes: int | None = Field(default=None, ge=1024)
+    address: str | None = Field(default=None, min_length=1)
+    num_actors: int = Field(default=2, ge=1)
+    resources_per_actor: dict[str, float] = Field(default_factory=lambda: {"CPU": 1.0})
+    inner: Literal["sequential", "vectorized", "auto"] = "sequential"
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("resources_per_actor")
+    @classmethod
+    def _check_resources(cls, resources: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in resources.items() if not k or not v >= 0}
+        if bad:
+            raise ValueError(
+                "must map resource names to amounts >= 0, e.g. {CPU: 1} or {GPU: 1}; got "
+                f"{_show(bad)}"
+            )
+        return resources
+
+    @model_validator(mode="after")
+    def _ray_options(self) -> BackendConfig:
+        if self.type == "ray":
+            return self
+        fields = type(self).model_fields
+        used = [
+            name
+            for name in _RAY_OPTIONS
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]
+        if used:
+            raise ValueError(
+                f"{', '.join(used)}: only type: ray reads {'it' if len(used) == 1 else 'them'} "
+                f"(its options: {', '.join(_RAY_OPTIONS)}); got type: {self.type}"
+            )
+        return self
+
+
+_RAY_OPTIONS: Final = ("address", "num_actors", "resources_per_actor", "inner", "num_threads")
+"""The ``backend`` keys only ``type: ray`` reads; :meth:`ExperimentConfig.resolved` writes
+them only for it (so the hash of every other configuration is the one it had before)."""
 
 
 class OutputConfig(_Section):
@@ -1106,6 +1154,10 @@ class ExperimentConfig(_Section):
         optional = {"p2p": self.p2p.enabled, "parameter_server": self.parameter_server.enabled}
         keys = [k for k in type(self).model_fields if optional.get(k, True)]
         ordered = {key: data[key] for key in keys}
+        if self.backend.type != "ray":  # the ray options likewise, for every other backend
+            ordered["backend"] = {
+                k: v for k, v in ordered["backend"].items() if k not in _RAY_OPTIONS
+            }
         result: dict[str, Any] = _plain(ordered)
         return result
 

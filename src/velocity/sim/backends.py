@@ -13,10 +13,14 @@ gradient nodes). A backend runs those same clients behind another seam:
                 parameters, :class:`~velocity.sim.vectorized.VectorizedClients`)
 ``auto``        ``vectorized`` when the model and training allow it, else ``sequential``
                 (the reason logged on the ``velocity.sim`` logger)
+``ray``         dataset clients trained by ``num_actors`` long-lived Ray actors, locally or
+                on a Ray cluster at ``address``
+                (:class:`~velocity.sim.ray_clients.RayClients`; needs the ``ray`` extra)
 ==============  =========================================================================
 
 ``sequential``, ``loopback`` and ``out_of_order`` give bit-identical models for the same
-configuration and seed. ``vectorized`` gives the same updates up to float rounding (batched
+configuration and seed, and so does ``ray`` with its default ``inner: sequential`` and
+thread count. ``vectorized`` gives the same updates up to float rounding (batched
 matrix products; it is itself deterministic and independent of its chunk size). Unknown names
 fail with the list of known ones (``velocity backends`` prints it).
 """
@@ -24,8 +28,8 @@ fail with the list of known ones (``velocity backends`` prints it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from velocity.errors import ConfigurationError
@@ -37,12 +41,23 @@ __all__ = ["BACKENDS", "Backend", "BackendSpec", "make_backend"]
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A backend choice and its settings (the YAML ``backend:`` section)."""
+    """A backend choice and its settings (the YAML ``backend:`` section).
+
+    ``seed`` and ``spread_s`` are ``out_of_order``'s, ``max_bytes`` is ``loopback``'s;
+    ``address``, ``num_actors``, ``resources_per_actor`` (``None``: one CPU per actor),
+    ``inner`` and ``num_threads`` are ``ray``'s (see
+    :class:`~velocity.sim.ray_clients.RayClients`, which validates them).
+    """
 
     type: str = "sequential"
     seed: int = 0
     spread_s: float = 1.0
     max_bytes: int | None = None
+    address: str | None = None
+    num_actors: int = 2
+    resources_per_actor: Mapping[str, float] | None = field(default=None, hash=False)
+    inner: str = "sequential"
+    num_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,31 @@ def _auto(base: UpdateProvider, spec: BackendSpec) -> UpdateProvider:
     return vectorized_from(base)
 
 
+def _ray(base: UpdateProvider, spec: BackendSpec) -> UpdateProvider:
+    from velocity.sim._ray import RAY_EXTRA, ray_installed
+    from velocity.sim.provider import SequentialClients
+
+    if not isinstance(base, SequentialClients):
+        raise ConfigurationError(
+            "backend.type: ray trains dataset clients (SequentialClients); this "
+            f"federation's clients are {type(base).__name__}"
+        )
+    if not ray_installed():
+        raise ConfigurationError(
+            f"backend.type: ray needs Ray, which is not installed: {RAY_EXTRA}"
+        )
+    from velocity.sim.ray_clients import RayClients
+
+    return RayClients(
+        base,
+        num_actors=spec.num_actors,
+        address=spec.address,
+        resources_per_actor=spec.resources_per_actor,
+        inner=spec.inner,
+        num_threads=spec.num_threads,
+    )
+
+
 BACKENDS: Final[dict[str, Backend]] = {
     b.name: b
     for b in (
@@ -114,6 +154,13 @@ BACKENDS: Final[dict[str, Backend]] = {
             "auto",
             "vectorized when the model and training allow it, else sequential (reason logged)",
             _auto,
+        ),
+        Backend(
+            "ray",
+            "dataset clients trained by long-lived Ray actors, locally or on a Ray cluster; "
+            "options: address, num_actors, resources_per_actor, inner, num_threads "
+            "(needs the ray extra of velocityfl)",
+            _ray,
         ),
     )
 }

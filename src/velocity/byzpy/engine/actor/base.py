@@ -28,10 +28,16 @@ class ActorBackend(ABC):
         The backend's kind, as written in specs (``"thread"``).
     capabilities : tuple of str
         What its workers offer to :attr:`SubTask.affinity` routing (``("cpu",)``).
+    shares_memory : bool
+        Whether calls run in this process with their arguments passed by reference (the
+        ``"thread"`` backend); ``False`` for backends in other processes (Ray), which copy
+        arguments and results, so an object built by one call is not the one a later call
+        sees (node actors need ``True``).
     """
 
     name: ClassVar[str] = "actor"
     capabilities: ClassVar[Sequence[str]] = ("cpu",)
+    shares_memory: ClassVar[bool] = True
 
     @abstractmethod
     async def start(self) -> None:

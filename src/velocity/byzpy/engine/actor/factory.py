@@ -4,18 +4,33 @@
 spec                        backend
 ==========================  ============================================================
 ``"thread"``                :class:`ThreadActorBackend`: a worker thread of this process
+``"process"``               ``RayActorBackend``: a Ray CPU actor (a worker process) on the
+                            Ray instance this process is connected to, else
+                            ``RAY_ADDRESS``'s cluster, else a local Ray instance started at
+                            the first ``start()``
+``"gpu"``                   ``RayGPUActorBackend``: a Ray actor with ``num_gpus=1`` (refused
+                            at start, not waited for, when the cluster has no GPU)
+``"tcp://host:port"``       ``RayClusterActorBackend``: a Ray CPU actor on the Ray cluster
+                            whose GCS listens at ``host:port`` (its head's ``ray start
+                            --head --port=PORT``), joined by ``ray.init(address=
+                            "host:port")``
 an ``ActorBackend``         itself
-``"process"``, ``"gpu"``,   recognised, but they need Ray or a remote actor service,
-``"tcp://host:port"``       which this build does not provide:
-                            :class:`~velocity.errors.ConfigurationError`
-``"ucx://host:port"``       not supported: :class:`ValueError`
+``"ucx://host:port"``       not supported: :class:`ValueError` naming the supported specs
 ==========================  ============================================================
+
+The Ray backends (:mod:`velocity.byzpy.engine.actor.backends.ray`) need the ``ray`` extra
+(``pip install 'velocityfl[ray]'``); without it they are refused with a
+:class:`~velocity.errors.ConfigurationError` that says so. They send the call's function and
+non-tensor arguments pickled by Ray (cloudpickle) and tensors as safetensors buffers.
+Resolving a spec starts nothing, except that ``"tcp://host:port"`` checks at once that
+something answers there (a 2-second TCP connect), so a wrong address fails here rather than
+at the pool's start.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from velocity.byzpy.engine.actor.backends.thread import ThreadActorBackend
 from velocity.byzpy.engine.actor.base import ActorBackend
@@ -31,7 +46,7 @@ __all__ = [
 
 _ACCEPTED = (
     "'thread', 'process', 'gpu', 'tcp://host:port' or an ActorBackend instance "
-    "('thread' is the one this build runs)"
+    "('process', 'gpu' and 'tcp://' run Ray actors)"
 )
 
 
@@ -85,9 +100,8 @@ def resolve_backend(spec: str | ActorBackend) -> ActorBackend:
     Parameters
     ----------
     spec : str or ActorBackend
-        ``"thread"`` for a worker thread of this process, or an existing backend (returned
-        as is). ``"process"``, ``"gpu"`` and ``"tcp://host:port"`` are recognised but not
-        available in this build.
+        ``"thread"``, ``"process"``, ``"gpu"``, ``"tcp://host:port"`` (see the module
+        table), or an existing backend (returned as is).
 
     Returns
     -------
@@ -97,8 +111,9 @@ def resolve_backend(spec: str | ActorBackend) -> ActorBackend:
     Raises
     ------
     ConfigurationError
-        For ``"process"``, ``"gpu"`` and ``"tcp://host:port"``: they need Ray or a remote
-        actor service that this build does not provide; use ``"thread"``.
+        For ``"process"``, ``"gpu"`` and ``"tcp://..."`` when Ray is not installed, and for
+        ``"tcp://host:port"`` when nothing answers at ``host:port``; the message names
+        ``backend='thread'`` as the alternative.
     ValueError
         For an unknown or malformed spec and for ``"ucx://..."``.
 
@@ -115,12 +130,32 @@ def resolve_backend(spec: str | ActorBackend) -> ActorBackend:
     parsed = parse_backend_spec(spec)
     if parsed.kind == "thread":
         return ThreadActorBackend()
-    need = {
-        "process": "worker processes (Ray)",
-        "gpu": "GPU worker processes (Ray)",
-        "tcp": f"a remote actor server at {parsed.host}:{parsed.port}",
-    }[parsed.kind]
-    raise ConfigurationError(
-        f"actor backend {spec!r} needs {need}, which this build does not provide yet; "
-        "use backend='thread' (actors on worker threads of this process)"
+    from velocity.sim._ray import RAY_EXTRA, probe_address, ray_installed
+
+    if not ray_installed():
+        raise ConfigurationError(
+            f"actor backend {spec!r} runs Ray actors, and this installation does not provide "
+            f"Ray ({RAY_EXTRA}); or use backend='thread' (actors on worker threads of this "
+            "process)"
+        )
+    from velocity.byzpy.engine.actor.backends.ray import (
+        RayActorBackend,
+        RayClusterActorBackend,
+        RayGPUActorBackend,
     )
+
+    if parsed.kind == "process":
+        return RayActorBackend()
+    if parsed.kind == "gpu":
+        return RayGPUActorBackend()
+    # parse_backend_spec gave "tcp" a host (IPv6 in brackets) and a port
+    host, port = cast(str, parsed.host).strip("[]"), cast(int, parsed.port)
+    reason = probe_address(host, port)
+    if reason is not None:
+        raise ConfigurationError(
+            f"actor backend {spec!r}: nothing answers at {parsed.host}:{port} ({reason}), so "
+            "it does not provide a Ray cluster (start its head there with `ray start --head "
+            f"--port={port}`); or use backend='thread' (actors on worker threads of this "
+            "process)"
+        )
+    return RayClusterActorBackend(f"{parsed.host}:{port}")

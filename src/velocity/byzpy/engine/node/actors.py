@@ -5,7 +5,9 @@
 the actor as a coroutine (``await actor.honest_gradient_for_next_batch()``), one call at a
 time per actor, while different actors run in parallel. The node class is never pickled:
 the ``"thread"`` backend constructs it in this process. Backends are resolved by
-:func:`velocity.byzpy.engine.actor.factory.resolve_backend` (see there which exist).
+:func:`velocity.byzpy.engine.actor.factory.resolve_backend` (see there which exist); the Ray
+backends (``"process"``, ``"gpu"``, ``"tcp://..."``) are refused here, since a node's state
+would not persist between calls in another process (they serve ``ActorPool`` subtasks).
 
 Notes
 -----
@@ -114,6 +116,14 @@ class NodeActor:
         if not callable(node_cls):
             raise TypeError(f"{cls.__name__}.spawn: node_cls must be a class; got {node_cls!r}")
         resolved = resolve_backend(backend)
+        if not resolved.shares_memory:
+            from velocity.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{cls.__name__}.spawn: backend {resolved.name!r} runs calls in another "
+                "process (a Ray actor), where the node built by one call is not the node a "
+                "later call sees; node actors live in this process: use backend='thread'"
+            )
         await resolved.start()
         try:
             node = await resolved.run(node_cls, *args, **dict(kwargs or {}))
