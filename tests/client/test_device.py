@@ -83,3 +83,36 @@ def test_trainer_with_its_model_on_the_gpu_writes_a_cpu_row() -> None:
     )
     assert got.delta is out
     torch.testing.assert_close(out, want.delta, atol=1e-5, rtol=1e-4)
+
+
+def test_yaml_client_device_is_checked_run_and_kept_out_of_default_hashes() -> None:
+    from velocity.experiments import parse_config
+    from velocity.experiments.runner import build_simulation
+
+    raw: dict[str, object] = {
+        "name": "dev",
+        "dataset": "synthetic",
+        "model_id": "logreg",
+        "training": {"num_rounds": 1, "num_clients": 6, "client_fraction": 0.5},
+        "client": {"batch_size": 8, "local_steps": 2},
+        "simulation": {"partitioning": "natural"},
+    }
+    plain = parse_config(raw)
+    assert "device" not in plain.resolved()["client"]
+    on_cpu = parse_config({**raw, "client": {"batch_size": 8, "local_steps": 2, "device": "cpu"}})
+    assert on_cpu.config_hash() == plain.config_hash()
+    auto = parse_config({**raw, "client": {"batch_size": 8, "local_steps": 2, "device": "auto"}})
+    assert auto.resolved()["client"]["device"] == "auto"
+    assert auto.config_hash() != plain.config_hash()
+    federation = build_simulation(auto, seed=1)
+    federation.engine.run(1)
+    with pytest.raises(ValueError, match=r"client\.device.*'auto', 'cpu', 'cuda'"):
+        parse_config({**raw, "client": {"batch_size": 8, "local_steps": 2, "device": "gpu"}})
+    with pytest.raises(ValueError, match=r"parameter_server: client\.device does not apply"):
+        parse_config(
+            {
+                **raw,
+                "client": {"batch_size": 8, "local_steps": 2, "device": "auto"},
+                "parameter_server": {"enabled": True},
+            }
+        )

@@ -451,11 +451,13 @@ def test_worker_momentum_is_a_client_stage_with_per_client_state() -> None:
 
 def test_exports() -> None:
     assert sorted(client.__all__) == [
+        "DEVICE_CHOICES",
         "LossFn",
         "TrainConfig",
         "TrainResult",
         "Trainer",
         "WorkerMomentum",
+        "resolve_device",
         "run_client_stages",
     ]
     assert all(hasattr(client, name) for name in client.__all__)

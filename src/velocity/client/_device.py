@@ -9,12 +9,23 @@ import torch
 
 from velocity.errors import ConfigurationError
 
-__all__ = ["DEVICE_CHOICES", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "is_device_name", "resolve_device"]
 
 DEVICE_CHOICES: Final = "'auto', 'cpu', 'cuda' or 'cuda:<index>'"
 """The accepted ``device`` values, as error messages name them."""
 
 _CUDA = re.compile(r"cuda(?::(\d+))?")
+
+
+def is_device_name(value: object) -> bool:
+    """Whether ``value`` is one of the accepted names (nothing is checked on the machine).
+
+    >>> is_device_name("cuda:1"), is_device_name("gpu")
+    (True, False)
+    """
+    return isinstance(value, str) and (
+        value in ("auto", "cpu") or _CUDA.fullmatch(value) is not None
+    )
 
 
 def resolve_device(value: object, *, field: str = "device") -> torch.device:

@@ -6,7 +6,7 @@ and the values it accepts)::
     name, seed, dataset, data_dir, model_id, strategy
     training:     num_rounds, num_clients, client_fraction, min_clients, eval_every
     client:       batch_size, local_epochs | local_steps, lr, momentum, weight_decay, prox_mu,
-                  optimizer, beta1, beta2, eps, keep_optimizer_state
+                  optimizer, beta1, beta2, eps, keep_optimizer_state, device
     simulation:   partitioning, alpha, num_shards_per_client, dropout_rate,
                   straggler: {enabled, deadline_s, delay_distribution, delay_mean_s, delay_sigma}
     governance:   enabled, save_audit_log, save_replay_manifest, sign, signing_key
@@ -193,7 +193,10 @@ class ClientConfig(_Section):
     the strategy's ``mu``. ``optimizer: adamw`` trains with AdamW (``beta1``, ``beta2``,
     ``eps``; ``weight_decay`` is then its decoupled decay, ``momentum`` must stay 0);
     ``keep_optimizer_state`` keeps each client's optimizer state between its rounds
-    (DiLoCo's inner optimizer), see :class:`velocity.client.TrainConfig`.
+    (DiLoCo's inner optimizer), see :class:`velocity.client.TrainConfig`. ``device`` is where
+    the clients' model and data live (``cpu``, ``cuda``, ``cuda:<i>`` or ``auto``: the GPU
+    when PyTorch sees one, else the CPU; a named GPU that is missing fails the run); the
+    engine's model and update stack stay on the CPU.
     """
 
     batch_size: int = Field(default=32, ge=1)
@@ -208,6 +211,16 @@ class ClientConfig(_Section):
     beta2: float = Field(default=0.999, ge=0, lt=1)
     eps: float = Field(default=1e-8, gt=0)
     keep_optimizer_state: bool = False
+    device: str = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, device: str) -> str:
+        from velocity.client._device import DEVICE_CHOICES, is_device_name
+
+        if not is_device_name(device):
+            raise ValueError(f"must be one of {DEVICE_CHOICES}; got {device!r}")
+        return device
 
     @model_validator(mode="after")
     def _one_budget(self) -> ClientConfig:
@@ -836,7 +849,7 @@ class ExperimentConfig(_Section):
             }
         )
         for name in ("local_epochs", "local_steps", "momentum", "weight_decay", "prox_mu",
-                     "optimizer", "keep_optimizer_state"):  # fmt: skip
+                     "optimizer", "keep_optimizer_state", "device"):  # fmt: skip
             on[f"client.{name}"] = getattr(self.client, name) != getattr(client_default, name)
         return on
 
@@ -1154,6 +1167,8 @@ class ExperimentConfig(_Section):
         optional = {"p2p": self.p2p.enabled, "parameter_server": self.parameter_server.enabled}
         keys = [k for k in type(self).model_fields if optional.get(k, True)]
         ordered = {key: data[key] for key in keys}
+        if self.client.device == "cpu":  # the default, so no existing hash changes
+            ordered["client"] = {k: v for k, v in ordered["client"].items() if k != "device"}
         if self.backend.type != "ray":  # the ray options likewise, for every other backend
             ordered["backend"] = {
                 k: v for k, v in ordered["backend"].items() if k not in _RAY_OPTIONS

@@ -114,6 +114,7 @@ def build_simulation(
             eps=client.eps,
             keep_optimizer_state=client.keep_optimizer_state,
         ),
+        device=client.device,
         partitioning=sim_cfg.partitioning,
         alpha=sim_cfg.alpha,
         num_shards_per_client=sim_cfg.num_shards_per_client,
