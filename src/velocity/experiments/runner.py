@@ -333,6 +333,8 @@ def run_experiment(
         if governance is not None:
             governance.abort()
         raise
+    finally:
+        engine.provider.close()  # workers, Ray actors, connections: released either way
     close_trackers(trackers)
     records = tuple(engine.results)
     accs = [r.global_accuracy for r in records if r.global_accuracy is not None]
