@@ -87,6 +87,8 @@ class Rule:
     iterations: str | None = None  # settings key holding a fixed iteration count
     exact: bool = False  # exact combinatorial search: target "< 1 s" too
     no_anchor: str | None = None  # why neither library has this rule
+    anchor: str | None = None  # the anchors' rule name, when not `name`
+    inplace: bool = False  # rewrites its input: a fresh copy per call (not timed)
 
 
 def _needs(cond: bool, why: str, s: dict[str, Any]) -> dict[str, Any] | str:
@@ -208,7 +210,29 @@ RULES: tuple[Rule, ...] = (
         lambda c: {"threshold": c.median_norm},
         about="threshold = median row norm (half the rows are clipped)",
     ),
+    Rule(
+        "clip_inplace",
+        "clip",
+        "pre",
+        lambda c: {"threshold": c.median_norm, "inplace": True},
+        about="threshold = median row norm; inplace=True, as ByzFL clips: each call gets a "
+        "fresh copy of the stack (the copy is not timed)",
+        anchor="clip",
+        inplace=True,
+    ),
     Rule("arc", "arc", "pre", _f_rule(lambda n, f: n > f, "needs n > f; got n={n}, f={f}")),
+    Rule(
+        "arc_inplace",
+        "arc",
+        "pre",
+        lambda c: _needs(
+            c.n > c.f, f"needs n > f; got n={c.n}, f={c.f}", {"f": c.f, "inplace": True}
+        ),
+        about="inplace=True, as ByzFL's ARC: each call gets a fresh copy of the stack (the "
+        "copy is not timed)",
+        anchor="arc",
+        inplace=True,
+    ),
     Rule("nnm", "nnm", "pre", _f_rule(lambda n, f: n > f, "needs n > f; got n={n}, f={f}")),
     Rule(
         "fedadam",
@@ -482,7 +506,7 @@ def run_rule(
     # anchors --------------------------------------------------------------------------------
     if rule.no_anchor:
         row.notes.append(rule.no_anchor)
-    anchor_rule = rule.name
+    anchor_rule = rule.anchor or rule.name
     actx: dict[str, Any] = {}
     if ours_out is not None and rule.name == "geometric_median":
         actx["ours_norm"] = float(torch.linalg.vector_norm(ours_out.double()))
@@ -525,6 +549,16 @@ def _time_ours(
             lambda _: fn(params, delta, state, **s),
             lambda: None,
             fresh=False,
+            repeats=args.repeats,
+            budget_s=args.budget_s,
+            timeout_s=args.timeout_s,
+            inspect=keep,
+        )
+    if rule.inplace:  # a fresh copy of the stack per call, made before the clock starts
+        return measure(
+            lambda arg: fn(arg[0], **arg[1]),
+            lambda: (x.clone(), _kernel_kwargs(rule, s)),
+            fresh=True,
             repeats=args.repeats,
             budget_s=args.budget_s,
             timeout_s=args.timeout_s,

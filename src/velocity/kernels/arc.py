@@ -12,7 +12,7 @@ from velocity.kernels._checks import (
     drop_nonfinite,
     require,
 )
-from velocity.kernels._clipping import clip_rows, row_norms
+from velocity.kernels._clipping import clip_factors, clip_rows, row_norms, scaled_copy
 
 __all__ = ["arc"]
 
@@ -45,8 +45,9 @@ def arc(
     require(f <= n, f"arc needs f <= n; got n={n}, f={f}")
     norms = row_norms(x)
     kept = drop_nonfinite(x, "arc", f, hint=norms)
+    copy = kept.keep is None and not inplace  # scaled while copied: one read, one write
     if kept.keep is None:
-        out = x if inplace else x.clone()
+        out = x
     else:  # a new tensor of the finite rows; their norms again, as arc(finite rows) has them
         out, weights = kept.x, kept.take(weights)
         norms = row_norms(out)
@@ -55,10 +56,14 @@ def arc(
     f = kept.f
     k = (2 * f * (n - f)) // n
     if k == 0:
-        return out, weights
+        return (out.clone() if copy else out), weights
     norms = norms.to(torch.float64)
     order = torch.sort(norms, stable=True).indices
     largest = order[n - k :]
     thr = 0.0 if k == n else float(norms[order[n - k - 1]])
+    if copy:
+        factors = torch.ones(n, dtype=torch.float64, device=norms.device)
+        factors[largest] = clip_factors(norms[largest], thr)
+        return scaled_copy(out, factors), weights
     clip_rows(out, largest, torch.full((k,), thr, dtype=torch.float64), norms[largest])
     return out, weights

@@ -82,11 +82,16 @@ def caf(
             f"caf: power_start must be None or a finite floating tensor of shape ({d},); "
             f"got {power_start!r:.80}"
         )
-    kept = drop_nonfinite(to_work_dtype(x), "caf", f)
+    work = to_work_dtype(x)
+    # The Gram matrix's diagonal is the finite check's hint (a non-finite row makes it
+    # non-finite), so finite input is read twice in all: the Gram matrix, then the result.
+    basis = Basis(work)
+    kept = drop_nonfinite(work, "caf", f, hint=basis.k.diagonal())
     assert kept.f is not None
+    if kept.keep is not None:  # the finite rows' own Gram matrix, bit for bit
+        basis = Basis(kept.x)
     if power_iters is not None:
-        return _caf_power(kept.x, kept.f, power_iters, power_start, kept.rows_of, n, x.dtype)
-    basis = Basis(kept.x)
+        return _caf_power(basis, kept.f, power_iters, power_start, kept.rows_of, n, x.dtype)
     g = basis.k
     m = basis.n_rows
     c = torch.ones(m, dtype=torch.float64, device=g.device)
@@ -117,7 +122,7 @@ def caf(
 
 
 def _caf_power(
-    work: Tensor,
+    basis: Basis,
     f: int,
     iters: int,
     start: Tensor | None,
@@ -131,7 +136,7 @@ def _caf_power(
     coefficients ``β`` over the rows (``Σβ = 0``) and all products come from the Gram matrix;
     the starting direction enters through the one product ``X u₀``.
     """
-    basis = Basis(work)
+    work = basis.x
     g = basis.k
     m = basis.n_rows
     u0 = torch.ones(work.shape[1], dtype=torch.float64) if start is None else start.double()

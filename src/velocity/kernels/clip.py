@@ -11,7 +11,7 @@ from velocity.kernels._checks import (
     check_weights,
     drop_nonfinite,
 )
-from velocity.kernels._clipping import clip_rows, row_norms
+from velocity.kernels._clipping import clip_factors, clip_rows, row_norms, scaled_copy
 
 __all__ = ["clip"]
 
@@ -30,7 +30,9 @@ def clip(
     of 400 MB costs more than the clipping itself. Non-finite rows (any NaN or ±inf entry)
     are dropped with their weights: the output holds the n' finite rows, clipped (a new
     tensor, whatever ``inplace`` says); all n rows non-finite raises ``ValidationError`` (the
-    policy in ``docs/kernels.md``). The row norms double as the finite check.
+    policy in ``docs/kernels.md``). The row norms double as the finite check; the copy is
+    then made and scaled in one pass (in place, only the rows over the threshold are
+    rewritten).
 
     Examples
     --------
@@ -44,8 +46,10 @@ def clip(
     thr = check_nonneg_float(threshold, "threshold", "clip")
     norms = row_norms(x)
     kept = drop_nonfinite(x, "clip", hint=norms)
+    if kept.keep is None and not inplace:
+        return scaled_copy(x, clip_factors(norms, thr)), weights
     if kept.keep is None:
-        out = x if inplace else x.clone()
+        out = x
     else:  # a new tensor of the finite rows; their norms again, as clip(finite rows) has them
         out, weights = kept.x, kept.take(weights)
         norms = row_norms(out)

@@ -14,13 +14,12 @@ from velocity.kernels._checks import (
     check_int,
     check_updates,
     check_weights,
-    drop_nonfinite,
     note_selected,
     require,
     to_work_dtype,
 )
-from velocity.kernels._gram import pairwise_sq_distances_from
-from velocity.kernels._select import mean_of_rows, smallest, tie_rtol
+from velocity.kernels._gram import SqDistanceBounds, distance_bounds
+from velocity.kernels._select import mean_of_rows, smallest, tie_rtol, undetermined_per_row
 
 __all__ = ["krum", "krum_scores", "multi_krum"]
 
@@ -47,6 +46,45 @@ def krum_scores(dist: Tensor, f: int, neighbors: str = "n-f-2") -> Tensor:
     others = dist.clone()
     others.fill_diagonal_(float("inf"))
     return others.sort(dim=1).values[:, :k].sum(dim=1)
+
+
+def _score_bounds(bounds: SqDistanceBounds, k: int) -> tuple[Tensor, Tensor]:
+    """Bounds on every Krum score from bounds on the distances (a sum of the k smallest is
+    monotone in every entry), widened by the float64 rounding of the sums."""
+    lo, hi = bounds.lo(), bounds.hi()
+    lo.fill_diagonal_(float("inf"))
+    hi.fill_diagonal_(float("inf"))
+    slack = 2.0 * (k + 1) * 2.0**-53
+    lo_s = lo.sort(dim=1).values[:, :k].sum(dim=1) * (1.0 - slack)
+    hi_s = hi.sort(dim=1).values[:, :k].sum(dim=1) * (1.0 + slack)
+    return lo_s, hi_s
+
+
+def select_by_score(
+    bounds: SqDistanceBounds, f: int, neighbors: str, m: int, rtol: float
+) -> Tensor:
+    """Indices of the m rows of smallest Krum score (ties to the lower index), exactly as from
+    the accurate distances, with as little refinement as the decision needs.
+
+    Scores are bounded from the distance bounds; the rows whose selection the bounds leave
+    open (:func:`velocity.kernels._select.undetermined_per_row`) get their distances to every
+    row recomputed (:meth:`SqDistanceBounds.refine`); if that is most of the rows or still
+    leaves the choice open, all distances come from the accurate engine.
+    """
+    rows = bounds.value.shape[0]
+    k = neighbour_count(rows, f, neighbors)
+    for attempt in range(2):
+        if bounds.exact or k == 0:
+            break
+        lo_s, hi_s = _score_bounds(bounds, k)
+        todo = torch.nonzero(undetermined_per_row(lo_s[None], hi_s[None], m, rtol)[0]).flatten()
+        if todo.numel() == 0:
+            break
+        if attempt == 0 and 4 * todo.numel() <= rows:
+            bounds.refine(todo)
+        else:
+            bounds.make_exact()
+    return smallest(krum_scores(bounds.value, f, neighbors), m, rtol)
 
 
 def _validate(
@@ -92,11 +130,10 @@ def krum(
     """
     x = check_updates(updates, "krum")
     _validate(x, weights, f, neighbors, "krum", strict)
-    kept = drop_nonfinite(to_work_dtype(x), "krum", f)
+    kept, bounds = distance_bounds(to_work_dtype(x), "krum", f)
     work = kept.x
     assert kept.f is not None
-    scores = krum_scores(pairwise_sq_distances_from(work), kept.f, neighbors)
-    best = int(smallest(scores, 1, tie_rtol(work.dtype))[0])
+    best = int(select_by_score(bounds, kept.f, neighbors, 1, tie_rtol(work.dtype))[0])
     if kept.keep is not None:
         best = int(kept.keep[best])
     note_selected([best], x.shape[0])
@@ -135,10 +172,9 @@ def multi_krum(
         m = n - f
     m = check_int(m, "m", "multi_krum", minimum=1)
     require(m <= n, f"multi_krum needs 1 <= m <= n; got m={m}, n={n}")
-    kept = drop_nonfinite(to_work_dtype(x), "multi_krum", f)
+    kept, bounds = distance_bounds(to_work_dtype(x), "multi_krum", f)
     work = kept.x
     assert kept.f is not None
-    scores = krum_scores(pairwise_sq_distances_from(work), kept.f, neighbors)
-    chosen = smallest(scores, min(m, work.shape[0]), tie_rtol(work.dtype))
+    chosen = select_by_score(bounds, kept.f, neighbors, min(m, work.shape[0]), tie_rtol(work.dtype))
     note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)

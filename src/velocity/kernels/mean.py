@@ -71,14 +71,30 @@ def mean(
     w = check_weights(weights, n, "mean")
     check_choice(nonfinite, "nonfinite", "mean", _MODES)
     work = to_work_dtype(x)
-    if nonfinite == "raise":
-        ok = finite_rows(work)
-        if not bool(ok.all()):
+    if nonfinite != "propagate":
+        # One pass in the common case: with every coefficient > 0, a NaN or ±inf entry makes
+        # its column of the result non-finite (c·inf = ±inf, inf − inf = NaN, NaN spreads),
+        # hence the sum of the result, so a finite sum means finite rows. Otherwise the rows
+        # are checked exactly; finite rows whose mean (or its sum) overflows keep the result
+        # they would have had after the check.
+        w_all = torch.ones(n, dtype=torch.float64) if w is None else w
+        total = float(w_all.sum())
+        if total > 0.0:
+            coef = (w_all.to(x.device) / total).to(work.dtype)
+            out = coef @ work
+            if bool(torch.isfinite(out.sum()) & (coef > 0).all()):
+                return out.to(x.dtype)
+            ok = finite_rows(work)
+            if bool(ok.all()):
+                return out.to(x.dtype)
+        else:
+            ok = finite_rows(work)
+        if nonfinite == "raise" and not bool(ok.all()):
             bad = torch.nonzero(~ok).flatten().tolist()
             raise ValidationError(f"mean: rows {bad} hold non-finite values")
-    elif nonfinite == "drop":
-        kept = drop_nonfinite(work, "mean")
-        work, w = kept.x, kept.take(w)
+        if nonfinite == "drop":
+            kept = drop_nonfinite(work, "mean", finite=ok)
+            work, w = kept.x, kept.take(w)
     if w is None:
         w = torch.ones(work.shape[0], dtype=torch.float64)
     w = w.to(x.device)

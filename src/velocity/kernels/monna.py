@@ -16,26 +16,19 @@ from velocity.kernels._checks import (
     require,
     to_work_dtype,
 )
+from velocity.kernels._gram import sq_distances_to
 from velocity.kernels._select import mean_of_rows, smallest
 
 __all__ = ["monna", "sq_distances_to_row"]
-
-_BLOCK_BYTES = 4 << 20
 
 
 def sq_distances_to_row(x: Tensor, ref: int) -> Tensor:
     """float64 ``(n,)`` squared distances from every row to row ``ref``, by direct differences.
 
     One blocked pass over the data; differences are formed before squaring, so there is no
-    cancellation for rows close to the reference.
+    cancellation for rows close to the reference. Non-finite values become +inf.
     """
-    n, d = x.shape
-    cols = max(256, _BLOCK_BYTES // max(1, n * x.element_size()))
-    acc = torch.zeros(n, dtype=torch.float64, device=x.device)
-    for start in range(0, d, cols):
-        block = x[:, start : start + cols]
-        diff = block - block[ref]
-        acc += (diff * diff).sum(dim=1).to(torch.float64)
+    acc = sq_distances_to(x, x[ref])
     return torch.nan_to_num(acc, nan=float("inf"), posinf=float("inf"))
 
 
@@ -67,13 +60,19 @@ def monna(
     require(n > 2 * f, f"monna needs n > 2f; got n={n}, f={f}")
     require(ref < n, f"monna: reference_index must be < n; got reference_index={ref}, n={n}")
     work = to_work_dtype(x)
-    finite = finite_rows(work)
+    # the distances are the finite check's hint (a non-finite row, or reference, makes them
+    # non-finite), so finite input is read twice in all: distances, then the mean
+    sq = sq_distances_to(work, work[ref])
+    finite = finite_rows(work, hint=sq)
     kept = drop_nonfinite(work, "monna", f, finite=finite)
     require(
         bool(finite[ref]),
         f"monna: the trusted reference row {ref} holds non-finite values",
     )
-    work, ref = kept.x, kept.position(ref)
-    chosen = smallest(sq_distances_to_row(work, ref), n - f)
+    if kept.keep is not None:  # the distances of the finite rows alone, bit for bit
+        work, ref = kept.x, kept.position(ref)
+        sq = sq_distances_to(work, work[ref])
+    sq = torch.nan_to_num(sq, nan=float("inf"), posinf=float("inf"))
+    chosen = smallest(sq, n - f)
     note_selected(kept.rows_of(chosen), n)
     return mean_of_rows(work, chosen).to(x.dtype)
