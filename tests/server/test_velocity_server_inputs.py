@@ -28,7 +28,9 @@ _QUAD = {"model_id": "toy", "dataset": "none", "layer_shapes": {"w": 3}}
         ({"train_config": {"lr": 1}}, r"train_config must be None or a velocity\.client"),
         ({"resume": "yes"}, r"resume must be true or false"),
         ({"backend": None}, r"backend must be one of 'sequential'"),
-        ({"backend": "ray"}, r"backend\.type must be one of 'sequential'"),
+        ({"backend": "spark"}, r"backend\.type must be one of 'sequential'"),
+        # ray trains dataset clients; a layer_shapes server's clients are quadratic ones
+        ({"backend": "ray"}, r"backend\.type: ray trains dataset clients"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_field_named(
